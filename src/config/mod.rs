@@ -1,0 +1,775 @@
+//! Configuration: read the TOML file, then validate it into types that cannot hold nonsense.
+//!
+//! Loading is the only place that reads the environment (secrets, `$STATE_DIRECTORY`,
+//! `$CREDENTIALS_DIRECTORY`); it does so through an [`Env`] so tests never mutate the process
+//! environment. Every error names the file, the dotted key and the reason.
+
+pub mod raw;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::net::{is_global, IpNet};
+use crate::provider::{FirewallId, InstanceId};
+use raw::{Dur, RawConfig};
+
+/// Where the config lives when neither `-c` nor `$DYNWALL_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/dynwall/dynwall.toml";
+/// The Indigo API base URL.
+pub const DEFAULT_INDIGO_ENDPOINT: &str = "https://api.customer.jp";
+/// State directory when neither the config nor systemd's `$STATE_DIRECTORY` names one.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dynwall";
+/// IP check period: once a minute notices a change quickly and costs nothing at the cloud API.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Template re-read period when the IP is unchanged: 4 reads an hour repair hand edits in time
+/// while staying far below the API quota.
+pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(15 * 60);
+/// Per-source lookup timeout.
+pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-request timeout for the cloud API.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Public IP sources used when the config has no `[resolver]` table: three independent operators.
+pub const DEFAULT_SOURCES: &[&str] = &[
+    "https://api.ipify.org",
+    "https://ipv4.icanhazip.com",
+    "https://checkip.amazonaws.com",
+];
+
+/// The environment as seen while loading the config.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A configuration error: the file, the dotted key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {key}: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{}: {reason}", path.display())]
+    Syntax { path: PathBuf, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(path: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret value: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (named in later errors).
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub resolver: ResolverConfig,
+    pub indigo: IndigoConfig,
+    pub firewalls: Vec<FirewallConfig>,
+    pub probes: Vec<ProbeConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub interval: Duration,
+    pub reconcile: Duration,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Number of sources that must return the same address.
+    pub quorum: usize,
+    /// Per-source timeout.
+    pub timeout: Duration,
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One public-IP source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// The body is exactly one address.
+    Http { url: Url },
+    /// The body is JSON; the address is at `field`.
+    HttpJson { url: Url, field: JsonField },
+}
+
+impl SourceConfig {
+    /// A short label for logs and `dynwall ip`.
+    pub fn label(&self) -> String {
+        match self {
+            SourceConfig::Http { url } => format!("http {url}"),
+            SourceConfig::HttpJson { url, field } => format!("http-json {url} {field}"),
+        }
+    }
+}
+
+/// Where in a JSON document the address is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonField {
+    /// A top-level key.
+    Key(String),
+    /// An RFC 6901 pointer such as `/data/ip`.
+    Pointer(String),
+}
+
+impl fmt::Display for JsonField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonField::Key(k) | JsonField::Pointer(k) => f.write_str(k),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct IndigoConfig {
+    pub endpoint: Url,
+    pub api_key: Secret,
+    pub api_secret: Secret,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// One managed firewall template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirewallConfig {
+    pub template: FirewallId,
+    pub instances: Vec<InstanceId>,
+    pub protocol: String,
+    pub port: String,
+    /// Extra sources allowed on the owned port, normalised.
+    pub keep: Vec<IpNet>,
+}
+
+/// How an instance is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// TCP connect and an `SSH-` banner.
+    Ssh,
+    /// TCP connect only.
+    Tcp,
+    /// HTTP GET; success is 2xx/3xx, or exactly `expect_status` when set.
+    Http {
+        url: Url,
+        expect_status: Option<u16>,
+    },
+}
+
+/// One probed instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub instance: InstanceId,
+    /// Probe target; `None` means the instance's address from the API, port 22.
+    pub address: Option<SocketAddr>,
+    pub check: ProbeCheck,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+    pub stop_timeout: Duration,
+    pub start_timeout: Duration,
+    pub grace: Duration,
+    pub max_actions: u32,
+    pub window: Duration,
+    pub enabled: bool,
+}
+
+/// Probe defaults (see the README for the reasoning behind each).
+pub mod probe_defaults {
+    use std::time::Duration;
+    pub const INTERVAL: Duration = Duration::from_secs(30);
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    pub const FAILURES: u32 = 3;
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const GRACE: Duration = Duration::from_secs(300);
+    pub const MAX_ACTIONS: u32 = 3;
+    pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Parses and validates `text`, naming `path` in errors and resolving relative secret files
+    /// against the file's directory.
+    pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, path)?;
+        Config::from_raw(raw, path, env)
+    }
+
+    fn from_raw(raw: RawConfig, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let daemon = DaemonConfig {
+            interval: raw.daemon.interval.map_or(DEFAULT_INTERVAL, |d| d.0),
+            reconcile: raw.daemon.reconcile.map_or(DEFAULT_RECONCILE, |d| d.0),
+            state_dir: match raw.daemon.state_dir {
+                Some(s) if s.trim().is_empty() => {
+                    return Err(ConfigError::invalid(path, "daemon.state_dir", "must not be empty"))
+                }
+                Some(s) => PathBuf::from(s),
+                None => env
+                    .var("STATE_DIRECTORY")
+                    .and_then(|v| v.split(':').next().map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            },
+        };
+        let resolver = resolver_from_raw(raw.resolver, path)?;
+        let indigo = indigo_from_raw(raw.indigo, path, env)?;
+
+        let mut firewalls = Vec::with_capacity(raw.firewall.len());
+        let mut seen = BTreeSet::new();
+        for (i, fw) in raw.firewall.into_iter().enumerate() {
+            let fw = firewall_from_raw(fw, i, path)?;
+            if !seen.insert(fw.template.clone()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("firewall[{i}].template"),
+                    format!("template {} is listed twice", fw.template),
+                ));
+            }
+            firewalls.push(fw);
+        }
+        let mut probes = Vec::with_capacity(raw.probe.len());
+        let mut seen = BTreeSet::new();
+        for (i, p) in raw.probe.into_iter().enumerate() {
+            let p = probe_from_raw(p, i, path)?;
+            if !seen.insert(p.instance.clone()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("probe[{i}].instance"),
+                    format!("instance {} is probed twice", p.instance),
+                ));
+            }
+            probes.push(p);
+        }
+        if firewalls.is_empty() && probes.is_empty() {
+            return Err(ConfigError::invalid(
+                path,
+                "firewall",
+                "nothing to do: add at least one [[firewall]] or [[probe]] table",
+            ));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            daemon,
+            resolver,
+            indigo,
+            firewalls,
+            probes,
+        })
+    }
+
+    /// Every instance id the config refers to (firewall assignments and probes), deduplicated.
+    pub fn referenced_instances(&self) -> BTreeSet<InstanceId> {
+        self.firewalls
+            .iter()
+            .flat_map(|f| f.instances.iter().cloned())
+            .chain(self.probes.iter().map(|p| p.instance.clone()))
+            .collect()
+    }
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        let location = inner
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        match unknown_field(&message) {
+            Some(field) => {
+                let key = if key == "." || key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                ConfigError::invalid(path, key, format!("unknown key{location}"))
+            }
+            None if key == "." || key.is_empty() => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                reason: format!("{message}{location}"),
+            },
+            None => ConfigError::invalid(path, key, format!("{message}{location}")),
+        }
+    })
+}
+
+/// Extracts the field name from serde's "unknown field `x`, expected …" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn resolver_from_raw(
+    raw: Option<raw::RawResolver>,
+    path: &Path,
+) -> Result<ResolverConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let timeout = raw.timeout.map_or(DEFAULT_RESOLVER_TIMEOUT, |d| d.0);
+    let sources = if raw.source.is_empty() {
+        DEFAULT_SOURCES
+            .iter()
+            .filter_map(|u| Url::parse(u).ok())
+            .map(|url| SourceConfig::Http { url })
+            .collect()
+    } else {
+        let mut out = Vec::with_capacity(raw.source.len());
+        for (i, s) in raw.source.into_iter().enumerate() {
+            out.push(source_from_raw(s, i, path)?);
+        }
+        out
+    };
+    let default_quorum = sources.len().min(2);
+    let quorum = match raw.quorum {
+        None => default_quorum,
+        Some(0) => {
+            return Err(ConfigError::invalid(path, "resolver.quorum", "must be at least 1"));
+        }
+        Some(q) if q as usize > sources.len() => {
+            return Err(ConfigError::invalid(
+                path,
+                "resolver.quorum",
+                format!(
+                    "{q} sources must agree but only {} are configured",
+                    sources.len()
+                ),
+            ));
+        }
+        Some(q) => q as usize,
+    };
+    Ok(ResolverConfig {
+        quorum,
+        timeout,
+        sources,
+    })
+}
+
+fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceConfig, ConfigError> {
+    let key = |k: &str| format!("resolver.source[{i}].{k}");
+    let url_text = s
+        .url
+        .ok_or_else(|| ConfigError::invalid(path, key("url"), "missing"))?;
+    let url = source_url(&url_text).map_err(|r| ConfigError::invalid(path, key("url"), r))?;
+    match s.kind.as_str() {
+        "http" => {
+            if s.field.is_some() {
+                return Err(ConfigError::invalid(
+                    path,
+                    key("field"),
+                    "only http-json sources take a field",
+                ));
+            }
+            Ok(SourceConfig::Http { url })
+        }
+        "http-json" => {
+            let field = s
+                .field
+                .ok_or_else(|| ConfigError::invalid(path, key("field"), "missing"))?;
+            let field = if field.starts_with('/') {
+                JsonField::Pointer(field)
+            } else if field.is_empty() {
+                return Err(ConfigError::invalid(path, key("field"), "must not be empty"));
+            } else {
+                JsonField::Key(field)
+            };
+            Ok(SourceConfig::HttpJson { url, field })
+        }
+        other => Err(ConfigError::invalid(
+            path,
+            key("kind"),
+            format!("unknown source kind {other:?} (expected \"http\" or \"http-json\")"),
+        )),
+    }
+}
+
+/// Source URLs must be https, except for hosts on the local network (a router) or loopback.
+fn source_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if host_is_local(&url, true) => Ok(url),
+        "http" => Err(format!(
+            "{text:?} uses plain http; use https (plain http is allowed only for loopback and \
+             local-network hosts)"
+        )),
+        other => Err(format!("{text:?}: unsupported scheme {other:?}")),
+    }
+}
+
+/// True for loopback hosts, and with `lan` also for private addresses and local names.
+fn host_is_local(url: &Url, lan: bool) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || (lan && !is_global(IpAddr::V4(ip))),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || (lan && !is_global(IpAddr::V6(ip))),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost"
+                || d.ends_with(".localhost")
+                || (lan
+                    && (!d.contains('.')
+                        || [".lan", ".local", ".home.arpa", ".internal", ".fritz.box"]
+                            .iter()
+                            .any(|s| d.ends_with(s))))
+        }
+        None => false,
+    }
+}
+
+fn indigo_from_raw(
+    raw: raw::RawIndigo,
+    path: &Path,
+    env: &dyn Env,
+) -> Result<IndigoConfig, ConfigError> {
+    let endpoint_text = raw
+        .endpoint
+        .unwrap_or_else(|| DEFAULT_INDIGO_ENDPOINT.to_string());
+    let endpoint = Url::parse(&endpoint_text).map_err(|e| {
+        ConfigError::invalid(path, "indigo.endpoint", format!("invalid URL: {e}"))
+    })?;
+    match endpoint.scheme() {
+        "https" => {}
+        "http" if host_is_local(&endpoint, false) => {}
+        "http" => {
+            return Err(ConfigError::invalid(
+                path,
+                "indigo.endpoint",
+                "plain http is refused for a non-loopback host: credentials would travel \
+                 unencrypted; use https",
+            ))
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                path,
+                "indigo.endpoint",
+                format!("unsupported scheme {other:?}"),
+            ))
+        }
+    }
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let api_key = secret(
+        path,
+        base,
+        env,
+        SecretSpec {
+            key: "indigo.api_key",
+            inline: raw.api_key,
+            file: raw.api_key_file,
+            credential: "indigo_api_key",
+            env: &["DYNWALL_INDIGO_API_KEY", "IndigoApiKey"],
+        },
+    )?;
+    let api_secret = secret(
+        path,
+        base,
+        env,
+        SecretSpec {
+            key: "indigo.api_secret",
+            inline: raw.api_secret,
+            file: raw.api_secret_file,
+            credential: "indigo_api_secret",
+            env: &["DYNWALL_INDIGO_API_SECRET", "IndigoApiPrivateKey"],
+        },
+    )?;
+    Ok(IndigoConfig {
+        endpoint,
+        api_key,
+        api_secret,
+        timeout: raw.timeout.map_or(DEFAULT_API_TIMEOUT, |d| d.0),
+    })
+}
+
+struct SecretSpec {
+    key: &'static str,
+    inline: Option<String>,
+    file: Option<String>,
+    /// File name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`).
+    credential: &'static str,
+    env: &'static [&'static str],
+}
+
+/// Resolves a secret: inline, `*_file`, systemd credential, then environment variables.
+fn secret(path: &Path, base: &Path, env: &dyn Env, s: SecretSpec) -> Result<Secret, ConfigError> {
+    let file_key = format!("{}_file", s.key);
+    let value = match (s.inline, s.file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                path,
+                s.key,
+                format!("set either {} or {file_key}, not both", s.key),
+            ))
+        }
+        (Some(v), None) => v,
+        (None, Some(f)) => {
+            let p = base.join(&f);
+            read_secret_file(&p).map_err(|r| ConfigError::invalid(path, file_key.clone(), r))?
+        }
+        (None, None) => {
+            let credential = env
+                .var("CREDENTIALS_DIRECTORY")
+                .map(|dir| Path::new(&dir).join(s.credential))
+                .filter(|p| p.is_file());
+            match credential {
+                Some(p) => read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?,
+                None => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
+                    ConfigError::invalid(
+                        path,
+                        s.key,
+                        format!(
+                            "missing: set {} or {file_key}, or the environment variable {}",
+                            s.key,
+                            s.env.join(" or ")
+                        ),
+                    )
+                })?,
+            }
+        }
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(ConfigError::invalid(path, s.key, "is empty"));
+    }
+    Ok(Secret(value))
+}
+
+fn read_secret_file(p: &Path) -> Result<String, String> {
+    std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+}
+
+fn firewall_from_raw(
+    fw: raw::RawFirewall,
+    i: usize,
+    path: &Path,
+) -> Result<FirewallConfig, ConfigError> {
+    let key = |k: &str| format!("firewall[{i}].{k}");
+    let template = fw
+        .template
+        .ok_or_else(|| ConfigError::invalid(path, key("template"), "missing"))?;
+    let instances = fw.instances.ok_or_else(|| {
+        ConfigError::invalid(
+            path,
+            key("instances"),
+            "missing: list every instance this template is assigned to (use [] for none); \
+             Indigo replaces the assignments with this list on every update",
+        )
+    })?;
+    let mut seen = BTreeSet::new();
+    let mut ids = Vec::with_capacity(instances.len());
+    for id in instances {
+        if !seen.insert(id.0.clone()) {
+            return Err(ConfigError::invalid(
+                path,
+                key("instances"),
+                format!("instance {} is listed twice", id.0),
+            ));
+        }
+        ids.push(InstanceId(id.0));
+    }
+    let protocol = fw.protocol.unwrap_or_else(|| "TCP".to_string()).to_uppercase();
+    if !matches!(protocol.as_str(), "TCP" | "UDP") {
+        return Err(ConfigError::invalid(
+            path,
+            key("protocol"),
+            format!("{protocol:?} is not supported (expected \"TCP\" or \"UDP\")"),
+        ));
+    }
+    let port = fw.port.map_or_else(|| "22".to_string(), |p| p.0);
+    validate_port(&port).map_err(|r| ConfigError::invalid(path, key("port"), r))?;
+    let mut keep = Vec::with_capacity(fw.keep.len());
+    for (j, k) in fw.keep.iter().enumerate() {
+        let net: IpNet = k.parse().map_err(|e| {
+            ConfigError::invalid(path, format!("firewall[{i}].keep[{j}]"), format!("{e}"))
+        })?;
+        if net.prefix_len() == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                format!("firewall[{i}].keep[{j}]"),
+                format!("{k:?} would open the port to everyone"),
+            ));
+        }
+        keep.push(net);
+    }
+    Ok(FirewallConfig {
+        template: FirewallId(template.0),
+        instances: ids,
+        protocol,
+        port,
+        keep,
+    })
+}
+
+fn validate_port(port: &str) -> Result<(), String> {
+    let one = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("invalid port {port:?}")),
+        }
+    };
+    match port.split_once('-') {
+        Some((a, b)) if one(a)? <= one(b)? => Ok(()),
+        Some(_) => Err(format!("invalid port range {port:?}")),
+        None => one(port).map(|_| ()),
+    }
+}
+
+fn probe_from_raw(p: raw::RawProbe, i: usize, path: &Path) -> Result<ProbeConfig, ConfigError> {
+    use probe_defaults as d;
+    let key = |k: &str| format!("probe[{i}].{k}");
+    let instance = p
+        .instance
+        .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
+    let address = match p.address {
+        None => None,
+        Some(a) => Some(parse_probe_address(&a).map_err(|r| {
+            ConfigError::invalid(path, key("address"), r)
+        })?),
+    };
+    let check = match p.check.as_deref().unwrap_or("ssh") {
+        "ssh" | "tcp" if p.url.is_some() || p.expect_status.is_some() => {
+            return Err(ConfigError::invalid(
+                path,
+                key("url"),
+                "only check = \"http\" takes url and expect_status",
+            ))
+        }
+        "ssh" => ProbeCheck::Ssh,
+        "tcp" => ProbeCheck::Tcp,
+        "http" => {
+            let text = p.url.ok_or_else(|| {
+                ConfigError::invalid(path, key("url"), "missing (required for check = \"http\")")
+            })?;
+            let url = Url::parse(&text)
+                .map_err(|e| ConfigError::invalid(path, key("url"), format!("invalid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(path, key("url"), "must be http or https"));
+            }
+            if let Some(s) = p.expect_status {
+                if !(100..=599).contains(&s) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key("expect_status"),
+                        format!("{s} is not an HTTP status"),
+                    ));
+                }
+            }
+            ProbeCheck::Http {
+                url,
+                expect_status: p.expect_status,
+            }
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                path,
+                key("check"),
+                format!("unknown check {other:?} (expected \"ssh\", \"tcp\" or \"http\")"),
+            ))
+        }
+    };
+    let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
+    let cfg = ProbeConfig {
+        instance: InstanceId(instance.0),
+        address,
+        check,
+        interval: dur(p.interval, d::INTERVAL),
+        timeout: dur(p.timeout, d::TIMEOUT),
+        failures: p.failures.unwrap_or(d::FAILURES),
+        stop_timeout: dur(p.stop_timeout, d::STOP_TIMEOUT),
+        start_timeout: dur(p.start_timeout, d::START_TIMEOUT),
+        grace: dur(p.grace, d::GRACE),
+        max_actions: p.max_actions.unwrap_or(d::MAX_ACTIONS),
+        window: dur(p.window, d::WINDOW),
+        enabled: p.enabled.unwrap_or(true),
+    };
+    if cfg.failures == 0 {
+        return Err(ConfigError::invalid(path, key("failures"), "must be at least 1"));
+    }
+    if cfg.timeout > cfg.interval {
+        return Err(ConfigError::invalid(
+            path,
+            key("timeout"),
+            format!(
+                "{} is longer than the probe interval {}",
+                humantime::format_duration(cfg.timeout),
+                humantime::format_duration(cfg.interval)
+            ),
+        ));
+    }
+    Ok(cfg)
+}
+
+fn parse_probe_address(a: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = a.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = a.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 22));
+    }
+    Err(format!(
+        "{a:?} is not an address such as \"203.0.113.10:22\" or \"[2001:db8::1]:22\""
+    ))
+}
+

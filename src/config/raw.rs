@@ -1,0 +1,195 @@
+//! The configuration file as written: serde types that mirror the TOML one to one.
+//!
+//! Every table denies unknown keys so a typo is an error, not a silently ignored setting. Values are
+//! only parsed here (durations, ids); cross-field rules live in [`super::Config::from_raw`].
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    pub resolver: Option<RawResolver>,
+    #[serde(default)]
+    pub indigo: RawIndigo,
+    #[serde(default)]
+    pub firewall: Vec<RawFirewall>,
+    #[serde(default)]
+    pub probe: Vec<RawProbe>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub interval: Option<Dur>,
+    pub reconcile: Option<Dur>,
+    pub state_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub quorum: Option<u32>,
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub source: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub kind: String,
+    pub url: Option<String>,
+    pub field: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIndigo {
+    pub endpoint: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<String>,
+    pub api_secret: Option<String>,
+    pub api_secret_file: Option<String>,
+    pub timeout: Option<Dur>,
+}
+
+impl fmt::Debug for RawIndigo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RawIndigo")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &mask(&self.api_key))
+            .field("api_key_file", &self.api_key_file)
+            .field("api_secret", &mask(&self.api_secret))
+            .field("api_secret_file", &self.api_secret_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewall {
+    pub template: Option<Id>,
+    pub instances: Option<Vec<Id>>,
+    pub protocol: Option<String>,
+    pub port: Option<PortValue>,
+    #[serde(default)]
+    pub keep: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub instance: Option<Id>,
+    pub address: Option<String>,
+    pub check: Option<String>,
+    pub url: Option<String>,
+    pub expect_status: Option<u16>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub failures: Option<u32>,
+    pub stop_timeout: Option<Dur>,
+    pub start_timeout: Option<Dur>,
+    pub grace: Option<Dur>,
+    pub max_actions: Option<u32>,
+    pub window: Option<Dur>,
+    pub enabled: Option<bool>,
+}
+
+/// A positive duration written as a string ("250ms", "30s", "5m", "1h").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\", \"5m\" or \"250ms\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                let d = humantime::parse_duration(v.trim())
+                    .map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))?;
+                if d.is_zero() {
+                    return Err(E::custom(format!(
+                        "invalid duration {v:?}: must be greater than zero"
+                    )));
+                }
+                Ok(Dur(d))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: write it with a unit, e.g. \"{v}s\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An id written as a number (`12836`) or a string (`"12836"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Id(pub String);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id, as a number or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                if v <= 0 {
+                    return Err(E::custom(format!("invalid id {v}: must be positive")));
+                }
+                Ok(Id(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                let t = v.trim();
+                if t.is_empty() || t.chars().any(char::is_whitespace) {
+                    return Err(E::custom(format!("invalid id {v:?}")));
+                }
+                Ok(Id(t.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A port written as a string (`"22"`, `"1-65535"`) or a number (`22`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortValue(pub String);
+
+impl<'de> Deserialize<'de> for PortValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port such as \"22\" or a range such as \"8000-8100\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortValue, E> {
+                Ok(PortValue(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortValue, E> {
+                Ok(PortValue(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortValue, E> {
+                Ok(PortValue(v.trim().to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
