@@ -6,8 +6,12 @@
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
+//! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
+//! - [`state`]: versioned state file, atomic writes, the lock.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod net;
 pub mod provider;
+pub mod state;
+pub mod sync;

@@ -30,7 +30,9 @@ pub enum NotGlobal {
     Loopback,
     #[error("private address (RFC 1918 / unique local)")]
     Private,
-    #[error("carrier-grade NAT address (100.64.0.0/10): the router sits behind the provider's NAT")]
+    #[error(
+        "carrier-grade NAT address (100.64.0.0/10): the router sits behind the provider's NAT"
+    )]
     SharedCgnat,
     #[error("link-local address")]
     LinkLocal,
@@ -56,7 +58,11 @@ pub fn is_global(ip: IpAddr) -> bool {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
 }
 
@@ -158,11 +164,19 @@ fn max_prefix(addr: IpAddr) -> u8 {
 fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(v4) & m))
         }
         IpAddr::V6(v6) => {
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
         }
     }
@@ -222,7 +236,14 @@ mod tests {
 
     #[test]
     fn global_v4_addresses_pass() {
-        for a in ["81.2.69.160", "8.8.8.8", "1.1.1.1", "100.63.255.255", "100.128.0.1", "223.255.255.254"] {
+        for a in [
+            "81.2.69.160",
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "223.255.255.254",
+        ] {
             assert_eq!(check_global(ip(a)), Ok(()), "{a}");
         }
     }
@@ -297,7 +318,15 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_network() {
-        for s in ["", "1.2.3", "1.2.3.4/33", "1.2.3.4/", "1.2.3.4/+8", "example.com", "1.2.3.4 5"] {
+        for s in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/+8",
+            "example.com",
+            "1.2.3.4 5",
+        ] {
             assert!(s.parse::<IpNet>().is_err(), "{s:?}");
         }
     }

@@ -263,7 +263,11 @@ impl Config {
             reconcile: raw.daemon.reconcile.map_or(DEFAULT_RECONCILE, |d| d.0),
             state_dir: match raw.daemon.state_dir {
                 Some(s) if s.trim().is_empty() => {
-                    return Err(ConfigError::invalid(path, "daemon.state_dir", "must not be empty"))
+                    return Err(ConfigError::invalid(
+                        path,
+                        "daemon.state_dir",
+                        "must not be empty",
+                    ))
                 }
                 Some(s) => PathBuf::from(s),
                 None => env
@@ -345,6 +349,8 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
             Some(field) => {
                 let key = if key == "." || key.is_empty() {
                     field.to_string()
+                } else if key.ends_with(field) {
+                    key
                 } else {
                     format!("{key}.{field}")
                 };
@@ -388,7 +394,11 @@ fn resolver_from_raw(
     let quorum = match raw.quorum {
         None => default_quorum,
         Some(0) => {
-            return Err(ConfigError::invalid(path, "resolver.quorum", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                path,
+                "resolver.quorum",
+                "must be at least 1",
+            ));
         }
         Some(q) if q as usize > sources.len() => {
             return Err(ConfigError::invalid(
@@ -433,7 +443,11 @@ fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceCon
             let field = if field.starts_with('/') {
                 JsonField::Pointer(field)
             } else if field.is_empty() {
-                return Err(ConfigError::invalid(path, key("field"), "must not be empty"));
+                return Err(ConfigError::invalid(
+                    path,
+                    key("field"),
+                    "must not be empty",
+                ));
             } else {
                 JsonField::Key(field)
             };
@@ -488,9 +502,8 @@ fn indigo_from_raw(
     let endpoint_text = raw
         .endpoint
         .unwrap_or_else(|| DEFAULT_INDIGO_ENDPOINT.to_string());
-    let endpoint = Url::parse(&endpoint_text).map_err(|e| {
-        ConfigError::invalid(path, "indigo.endpoint", format!("invalid URL: {e}"))
-    })?;
+    let endpoint = Url::parse(&endpoint_text)
+        .map_err(|e| ConfigError::invalid(path, "indigo.endpoint", format!("invalid URL: {e}")))?;
     match endpoint.scheme() {
         "https" => {}
         "http" if host_is_local(&endpoint, false) => {}
@@ -574,7 +587,9 @@ fn secret(path: &Path, base: &Path, env: &dyn Env, s: SecretSpec) -> Result<Secr
                 .map(|dir| Path::new(&dir).join(s.credential))
                 .filter(|p| p.is_file());
             match credential {
-                Some(p) => read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?,
+                Some(p) => {
+                    read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?
+                }
                 None => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
                     ConfigError::invalid(
                         path,
@@ -629,7 +644,10 @@ fn firewall_from_raw(
         }
         ids.push(InstanceId(id.0));
     }
-    let protocol = fw.protocol.unwrap_or_else(|| "TCP".to_string()).to_uppercase();
+    let protocol = fw
+        .protocol
+        .unwrap_or_else(|| "TCP".to_string())
+        .to_uppercase();
     if !matches!(protocol.as_str(), "TCP" | "UDP") {
         return Err(ConfigError::invalid(
             path,
@@ -684,9 +702,9 @@ fn probe_from_raw(p: raw::RawProbe, i: usize, path: &Path) -> Result<ProbeConfig
         .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
     let address = match p.address {
         None => None,
-        Some(a) => Some(parse_probe_address(&a).map_err(|r| {
-            ConfigError::invalid(path, key("address"), r)
-        })?),
+        Some(a) => Some(
+            parse_probe_address(&a).map_err(|r| ConfigError::invalid(path, key("address"), r))?,
+        ),
     };
     let check = match p.check.as_deref().unwrap_or("ssh") {
         "ssh" | "tcp" if p.url.is_some() || p.expect_status.is_some() => {
@@ -705,7 +723,11 @@ fn probe_from_raw(p: raw::RawProbe, i: usize, path: &Path) -> Result<ProbeConfig
             let url = Url::parse(&text)
                 .map_err(|e| ConfigError::invalid(path, key("url"), format!("invalid URL: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(path, key("url"), "must be http or https"));
+                return Err(ConfigError::invalid(
+                    path,
+                    key("url"),
+                    "must be http or https",
+                ));
             }
             if let Some(s) = p.expect_status {
                 if !(100..=599).contains(&s) {
@@ -745,7 +767,11 @@ fn probe_from_raw(p: raw::RawProbe, i: usize, path: &Path) -> Result<ProbeConfig
         enabled: p.enabled.unwrap_or(true),
     };
     if cfg.failures == 0 {
-        return Err(ConfigError::invalid(path, key("failures"), "must be at least 1"));
+        return Err(ConfigError::invalid(
+            path,
+            key("failures"),
+            "must be at least 1",
+        ));
     }
     if cfg.timeout > cfg.interval {
         return Err(ConfigError::invalid(
@@ -773,3 +799,5 @@ fn parse_probe_address(a: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+#[cfg(test)]
+mod tests;

@@ -15,12 +15,16 @@ use async_trait::async_trait;
 /// Identifier of a firewall template (Indigo) or security group (OpenStack).
 ///
 /// Kept as the provider's canonical string form; configs may write ids as numbers or strings.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct FirewallId(pub String);
 
 /// Identifier of a VPS instance.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct InstanceId(pub String);
 
@@ -235,8 +239,11 @@ pub trait Power: Send + Sync {
     async fn list_instances(&self) -> Result<Vec<Instance>, ProviderError>;
 
     /// Requests a power transition; does not wait for it to complete.
-    async fn power(&self, id: &InstanceId, action: PowerAction)
-        -> Result<PowerOutcome, ProviderError>;
+    async fn power(
+        &self,
+        id: &InstanceId,
+        action: PowerAction,
+    ) -> Result<PowerOutcome, ProviderError>;
 }
 
 /// A provider offers both capabilities.

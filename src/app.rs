@@ -1,0 +1,362 @@
+//! The commands: wiring config, state, provider and resolvers together for each entry point.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config, Env, ProcessEnv};
+use crate::cycle::{FirewallOutcome, Syncer};
+use crate::exit::{AppError, Code};
+use crate::provider::indigo::IndigoClient;
+use crate::provider::{Power, Provider};
+use crate::resolver::{Resolution, ResolverSet, Verdict};
+use crate::scheduler::{self, Rebuilt};
+use crate::state::{self, now_unix, StateStore};
+use crate::sync;
+use crate::systemd::Notifier;
+
+/// The config path: `-c`, else `$DYNWALL_CONFIG`, else the default.
+pub fn config_path(cli: &Cli, env: &dyn Env) -> PathBuf {
+    cli.config
+        .clone()
+        .or_else(|| env.var("DYNWALL_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+/// Runs the command `cli` names and returns the exit code.
+pub async fn main(cli: Cli) -> Code {
+    let path = config_path(&cli, &ProcessEnv);
+    let result = match (&cli.command, cli.once, cli.dry_run) {
+        (Some(Command::Run) | None, true, dry_run) => once(&path, dry_run).await,
+        (Some(Command::Run) | None, false, dry_run) => daemon(&path, dry_run).await,
+        (Some(_), true, _) | (Some(_), _, true) => {
+            eprintln!("dynwall: --once and --dry-run go with `run` only");
+            return Code::Usage;
+        }
+        (Some(Command::Check), ..) => check(&path).await,
+        (Some(Command::Ip { json }), ..) => ip(&path, *json).await,
+        (Some(Command::Status { json }), ..) => status(&path, *json),
+        (Some(Command::Healthcheck), ..) => healthcheck(&path),
+        (Some(Command::Demo), ..) => crate::demo::run().await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            e.code()
+        }
+    }
+}
+
+/// Builds the provider named by the config (Indigo today).
+pub fn build_provider(
+    cfg: &Config,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn Provider>, AppError> {
+    let client = IndigoClient::new(&cfg.indigo, shutdown)
+        .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?;
+    Ok(Arc::new(client))
+}
+
+fn build_resolvers(cfg: &Config) -> Result<ResolverSet, AppError> {
+    ResolverSet::from_config(&cfg.resolver)
+        .map_err(|e| AppError::Setup(format!("cannot build the IP sources: {e}")))
+}
+
+fn load(path: &Path) -> Result<Arc<Config>, AppError> {
+    Ok(Arc::new(Config::load(path, &ProcessEnv)?))
+}
+
+/// Loads everything a run needs and takes the state lock.
+fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<Syncer, AppError> {
+    let cfg = load(path)?;
+    let store = StateStore::open(&cfg.daemon.state_dir)?;
+    let resolvers = build_resolvers(&cfg)?;
+    let provider = build_provider(&cfg, shutdown.clone())?;
+    Syncer::new(cfg, resolvers, provider, store, dry_run)
+}
+
+async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
+    let shutdown = CancellationToken::new();
+    let reload = crate::signals::install(shutdown.clone())
+        .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let syncer = prepare(path, dry_run, &shutdown)?;
+    tracing::info!(
+        config = %path.display(),
+        firewalls = syncer.config.firewalls.len(),
+        interval = %humantime::format_duration(syncer.config.daemon.interval),
+        dry_run,
+        "dynwall {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    let rebuild_shutdown = shutdown.clone();
+    let rebuild_path = path.to_path_buf();
+    let rebuild = move || -> Result<Rebuilt, AppError> {
+        let config = load(&rebuild_path)?;
+        Ok(Rebuilt {
+            resolvers: build_resolvers(&config)?,
+            provider: build_provider(&config, rebuild_shutdown.clone())?,
+            config,
+        })
+    };
+    scheduler::run(syncer, Notifier::from_env(), shutdown, reload, rebuild).await;
+    Ok(Code::Ok)
+}
+
+async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
+    let shutdown = CancellationToken::new();
+    let _reload = crate::signals::install(shutdown.clone())
+        .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let mut syncer = prepare(path, dry_run, &shutdown)?;
+    let report = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(Code::TempFail),
+        r = syncer.cycle() => r,
+    };
+    if dry_run {
+        let mut out = std::io::stdout().lock();
+        for (i, r) in &report.firewalls {
+            let fw = &syncer.config.firewalls[*i];
+            let _ = match r {
+                Ok(FirewallOutcome::WouldUpdate(lines)) => {
+                    lines.iter().try_for_each(|l| writeln!(out, "would change {l}"))
+                }
+                Ok(_) => writeln!(out, "firewall {}: in sync", fw.template),
+                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.template),
+            };
+        }
+    }
+    Ok(report.code())
+}
+
+async fn check(path: &Path) -> Result<Code, AppError> {
+    let shutdown = CancellationToken::new();
+    let cfg = load(path)?;
+    let resolvers = build_resolvers(&cfg)?;
+    let provider = build_provider(&cfg, shutdown)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "config {}: valid", path.display());
+    let resolution = resolvers.resolve().await;
+    print_resolution(&mut out, &resolution, resolvers.quorum());
+    let mut code = match resolution.outcome {
+        Ok(_) => Code::Ok,
+        Err(_) => Code::Unavailable,
+    };
+    let instances = provider.list_instances().await?;
+    let _ = writeln!(out, "credentials: accepted");
+    for (i, fw) in cfg.firewalls.iter().enumerate() {
+        let missing: Vec<_> = fw
+            .instances
+            .iter()
+            .filter(|id| !instances.iter().any(|x| &x.id == *id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let e = AppError::UnknownInstances {
+                path: cfg.path.clone(),
+                index: i,
+                template: fw.template.to_string(),
+                missing,
+            };
+            let _ = writeln!(out, "firewall {}: {e}", fw.template);
+            code = code.worst(e.code());
+        }
+        let current = match provider.read_firewall(&fw.template).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(out, "firewall {}: {e}", fw.template);
+                code = code.worst(AppError::from(e).code());
+                continue;
+            }
+        };
+        let owned = current
+            .rules
+            .inbound
+            .iter()
+            .filter(|r| sync::is_owned(r, fw))
+            .map(|r| r.source.as_str())
+            .collect::<Vec<_>>();
+        let _ = writeln!(
+            out,
+            "firewall {} ({}): {} inbound, {} outbound rules; owned {}/{} sources: [{}]",
+            fw.template,
+            current.name.as_deref().unwrap_or("unnamed"),
+            current.rules.inbound.len(),
+            current.rules.outbound.len(),
+            fw.port,
+            fw.protocol,
+            owned.join(", ")
+        );
+        if let Ok(ip) = &resolution.outcome {
+            let plan = sync::plan(&current.rules, fw, &sync::desired_sources(fw, *ip));
+            if plan.is_noop() {
+                let _ = writeln!(out, "firewall {}: in sync", fw.template);
+            }
+            for l in plan.describe(fw) {
+                let _ = writeln!(out, "plan: {l}");
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn print_resolution(out: &mut impl Write, r: &Resolution, quorum: usize) {
+    for a in &r.answers {
+        let verdict = match &a.verdict {
+            Verdict::Accepted(ip) => format!("{ip}  accepted"),
+            Verdict::Rejected { addr, reason } => format!("{addr}  rejected: {reason}"),
+            Verdict::Failed(e) => format!("-  failed: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "source {:<48} {:>6} ms  {verdict}",
+            a.source,
+            a.latency.as_millis()
+        );
+    }
+    let _ = match &r.outcome {
+        Ok(ip) => writeln!(out, "public address: {ip} (quorum {quorum})"),
+        Err(e) => writeln!(out, "public address: none: {e}"),
+    };
+}
+
+async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let resolvers = build_resolvers(&cfg)?;
+    let r = resolvers.resolve().await;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let answers: Vec<_> = r
+            .answers
+            .iter()
+            .map(|a| {
+                let (address, verdict, reason) = match &a.verdict {
+                    Verdict::Accepted(ip) => (Some(ip.to_string()), "accepted", None),
+                    Verdict::Rejected { addr, reason } => {
+                        (Some(addr.to_string()), "rejected", Some(reason.to_string()))
+                    }
+                    Verdict::Failed(e) => (None, "failed", Some(e.to_string())),
+                };
+                serde_json::json!({
+                    "source": a.source,
+                    "latency_ms": a.latency.as_millis() as u64,
+                    "address": address,
+                    "verdict": verdict,
+                    "reason": reason,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "quorum": resolvers.quorum(),
+            "address": r.outcome.as_ref().ok().map(|ip| ip.to_string()),
+            "error": r.outcome.as_ref().err().map(|e| e.to_string()),
+            "sources": answers,
+        });
+        let _ = writeln!(out, "{doc:#}");
+    } else {
+        print_resolution(&mut out, &r, resolvers.quorum());
+    }
+    Ok(match r.outcome {
+        Ok(_) => Code::Ok,
+        Err(_) => Code::Unavailable,
+    })
+}
+
+fn ago(t: u64) -> String {
+    let secs = now_unix().saturating_sub(t);
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs))
+    )
+}
+
+fn status(path: &Path, json: bool) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let dir = &cfg.daemon.state_dir;
+    let st = state::read_unlocked(dir)?;
+    let mut out = std::io::stdout().lock();
+    let Some(st) = st else {
+        let _ = writeln!(out, "no state yet in {} (dynwall has not run)", dir.display());
+        return Ok(Code::Ok);
+    };
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&st).unwrap_or_default()
+        );
+        return Ok(Code::Ok);
+    }
+    let _ = writeln!(out, "state: {}", dir.display());
+    let _ = writeln!(
+        out,
+        "public address: {}",
+        st.last_ip.map_or("unknown".to_string(), |ip| ip.to_string())
+    );
+    if let Some(c) = &st.last_cycle {
+        let _ = writeln!(
+            out,
+            "last cycle: {} ({}){}",
+            if c.ok { "ok" } else { "failed" },
+            ago(c.finished_at),
+            c.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        );
+        if let Some(s) = c.last_success_at {
+            let _ = writeln!(out, "last success: {}", ago(s));
+        }
+    }
+    for fw in &cfg.firewalls {
+        let _ = match st.firewalls.get(&fw.template.0) {
+            Some(r) => writeln!(
+                out,
+                "firewall {}: {} (verified {}, last written {})",
+                fw.template,
+                r.ip,
+                ago(r.verified_at),
+                r.updated_at.map_or("never".to_string(), ago)
+            ),
+            None => writeln!(out, "firewall {}: not synced yet", fw.template),
+        };
+    }
+    Ok(Code::Ok)
+}
+
+fn healthcheck(path: &Path) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let verdict = match state::read_unlocked(&cfg.daemon.state_dir) {
+        Ok(Some(st)) => match st.last_cycle {
+            Some(c) => {
+                let age = now_unix().saturating_sub(c.finished_at);
+                let limit = 3 * c.interval_secs.max(cfg.daemon.interval.as_secs()).max(1);
+                if !c.ok {
+                    Err(format!(
+                        "last cycle failed: {}",
+                        c.error.unwrap_or_default()
+                    ))
+                } else if age > limit {
+                    Err(format!("last cycle finished {age}s ago (limit {limit}s)"))
+                } else {
+                    Ok(())
+                }
+            }
+            None => Err("no cycle has finished yet".to_string()),
+        },
+        Ok(None) => Err("no cycle has finished yet".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match verdict {
+        Ok(()) => {
+            println!("healthy");
+            Ok(Code::Ok)
+        }
+        Err(why) => {
+            println!("unhealthy: {why}");
+            Ok(Code::Failure)
+        }
+    }
+}

@@ -1,0 +1,299 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[indigo]
+api_key = "k"
+api_secret = "s"
+
+[[firewall]]
+template = 12836
+instances = [616516, "616517"]
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/dynwall/dynwall.toml"), &env(&[]))
+}
+
+#[test]
+fn the_shipped_example_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("indigo_api_key"), "key-from-file\n").unwrap();
+    std::fs::write(
+        dir.path().join("indigo_api_secret"),
+        "  secret-from-file  \n",
+    )
+    .unwrap();
+    let text = include_str!("../../config/dynwall.toml")
+        .replace("/etc/dynwall/", &format!("{}/", dir.path().display()));
+    let cfg = Config::parse(&text, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
+    assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
+    assert_eq!(cfg.daemon.reconcile, Duration::from_secs(900));
+    assert_eq!(cfg.resolver.quorum, 2);
+    assert_eq!(cfg.resolver.sources.len(), 3);
+    assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
+    assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
+    assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
+    assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
+    assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
+    assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+}
+
+#[test]
+fn defaults_fill_a_minimal_config() {
+    let cfg = parse(MINIMAL).unwrap();
+    assert_eq!(cfg.daemon.interval, DEFAULT_INTERVAL);
+    assert_eq!(cfg.daemon.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
+    assert_eq!(cfg.resolver.sources.len(), DEFAULT_SOURCES.len());
+    assert_eq!(cfg.resolver.quorum, 2);
+    let fw = &cfg.firewalls[0];
+    assert_eq!(
+        fw.instances,
+        vec![InstanceId("616516".into()), InstanceId("616517".into())]
+    );
+    assert_eq!((fw.protocol.as_str(), fw.port.as_str()), ("TCP", "22"));
+}
+
+#[test]
+fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
+    let text = "[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let p = Path::new("/x/dynwall.toml");
+    let cfg = Config::parse(
+        text,
+        p,
+        &env(&[
+            ("IndigoApiKey", "seed-key"),
+            ("IndigoApiPrivateKey", "seed-secret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.indigo.api_key.expose(), "seed-key");
+    assert_eq!(cfg.indigo.api_secret.expose(), "seed-secret");
+    let cfg = Config::parse(
+        text,
+        p,
+        &env(&[
+            ("DYNWALL_INDIGO_API_KEY", "new-key"),
+            ("IndigoApiKey", "seed-key"),
+            ("DYNWALL_INDIGO_API_SECRET", "new-secret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.indigo.api_key.expose(), "new-key");
+    let dbg = format!("{cfg:?}");
+    assert!(
+        !dbg.contains("new-key") && !dbg.contains("new-secret"),
+        "{dbg}"
+    );
+
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("indigo_api_key"), "cred-key\n").unwrap();
+    std::fs::write(creds.path().join("indigo_api_secret"), "cred-secret\n").unwrap();
+    let cfg = Config::parse(
+        text,
+        p,
+        &env(&[
+            ("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap()),
+            ("DYNWALL_INDIGO_API_KEY", "env-key"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
+    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+}
+
+#[test]
+fn state_dir_defaults_to_systemds_state_directory() {
+    let cfg = Config::parse(
+        MINIMAL,
+        Path::new("/x.toml"),
+        &env(&[("STATE_DIRECTORY", "/var/lib/dynwall-a:/var/lib/other")]),
+    )
+    .unwrap();
+    assert_eq!(cfg.daemon.state_dir, PathBuf::from("/var/lib/dynwall-a"));
+}
+
+#[test]
+fn loopback_endpoints_and_lan_sources_may_use_plain_http() {
+    let text = r#"
+[indigo]
+endpoint = "http://127.0.0.1:8080"
+api_key = "k"
+api_secret = "s"
+[resolver]
+quorum = 1
+[[resolver.source]]
+kind = "http"
+url = "http://192.168.1.1/ip"
+[[resolver.source]]
+kind = "http-json"
+url = "http://[::1]:9000/json"
+field = "/data/ip"
+[[firewall]]
+template = "7"
+instances = []
+"#;
+    let cfg = parse(text).unwrap();
+    assert_eq!(cfg.indigo.endpoint.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(
+        cfg.resolver.sources[1],
+        SourceConfig::HttpJson {
+            url: Url::parse("http://[::1]:9000/json").unwrap(),
+            field: JsonField::Pointer("/data/ip".into()),
+        }
+    );
+}
+
+/// Each invalid config must fail naming the dotted key; none may mention a secret.
+#[test]
+fn invalid_configs_name_the_key_and_the_reason() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[daemon]\nintervall = \"60s\"\n", "daemon.intervall", "unknown key"),
+        ("[daemon]\ninterval = \"60 parsecs\"\n", "daemon.interval", "invalid duration"),
+        ("[daemon]\ninterval = \"0s\"\n", "daemon.interval", "greater than zero"),
+        ("[daemon]\ninterval = 60\n", "daemon.interval", "with a unit"),
+        ("[daemon]\nreconcile = \"soon\"\n", "daemon.reconcile", "invalid duration"),
+        ("[resolver]\nquorum = 0\n", "resolver.quorum", "at least 1"),
+        ("[resolver]\nquorum = 5\n", "resolver.quorum", "only 3 are configured"),
+        (
+            "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
+            "resolver.source[0].url",
+            "plain http",
+        ),
+        (
+            "[[resolver.source]]\nkind = \"dns\"\nurl = \"https://x.example\"\n",
+            "resolver.source[0].kind",
+            "unknown source kind",
+        ),
+        (
+            "[[resolver.source]]\nkind = \"http-json\"\nurl = \"https://x.example\"\n",
+            "resolver.source[0].field",
+            "missing",
+        ),
+        (
+            "[[resolver.source]]\nkind = \"http\"\nurl = \"https://x.example\"\nfeild = \"ip\"\n",
+            "resolver.source[0].feild",
+            "unknown key",
+        ),
+        (
+            "[indigo]\nendpoint = \"http://api.customer.jp\"\n",
+            "indigo.endpoint",
+            "plain http",
+        ),
+        ("[[firewall]]\ninstances = []\n", "firewall[0].template", "missing"),
+        ("[[firewall]]\ntemplate = 1\n", "firewall[0].instances", "missing"),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = [2, 2]\n",
+            "firewall[0].instances",
+            "listed twice",
+        ),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\nport = \"99999\"\n",
+            "firewall[0].port",
+            "invalid port",
+        ),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\nprotocol = \"ICMP\"\n",
+            "firewall[0].protocol",
+            "not supported",
+        ),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\nkeep = [\"0.0.0.0/0\"]\n",
+            "firewall[0].keep[0]",
+            "everyone",
+        ),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\nkeep = [\"office\"]\n",
+            "firewall[0].keep[0]",
+            "not an IP address",
+        ),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\n[[firewall]]\ntemplate = \"1\"\ninstances = []\n",
+            "firewall[1].template",
+            "listed twice",
+        ),
+        ("[[probe]]\ninstance = 1\ncheck = \"ping\"\n", "probe[0].check", "unknown check"),
+        ("[[probe]]\ninstance = 1\ncheck = \"http\"\n", "probe[0].url", "missing"),
+        (
+            "[[probe]]\ninstance = 1\ninterval = \"5s\"\ntimeout = \"10s\"\n",
+            "probe[0].timeout",
+            "longer than the probe interval",
+        ),
+        ("[[probe]]\ninstance = 1\nfailures = 0\n", "probe[0].failures", "at least 1"),
+        ("[[probe]]\ninstance = 1\naddress = \"host\"\n", "probe[0].address", "not an address"),
+        ("[typo]\nx = 1\n", "typo", "unknown key"),
+    ];
+    for (body, key, reason) in cases {
+        let text = format!(
+            "{body}\n[indigo]\napi_key = \"SECRET-K\"\napi_secret = \"SECRET-S\"\n\
+             {}",
+            if body.contains("[[firewall]]") || body.contains("[[probe]]") {
+                ""
+            } else {
+                "[[firewall]]\ntemplate = 99\ninstances = []\n"
+            }
+        );
+        // `[indigo]` may already be in the body; merge by putting it first in that case.
+        let text = if body.contains("[indigo]") {
+            format!(
+                "{}\napi_key = \"SECRET-K\"\napi_secret = \"SECRET-S\"\n[[firewall]]\ntemplate = 99\ninstances = []\n",
+                body.trim_end()
+            )
+        } else {
+            text
+        };
+        let err = parse(&text).expect_err(body).to_string();
+        assert!(err.starts_with("/etc/dynwall/dynwall.toml: "), "{err}");
+        assert!(
+            err.contains(&format!(" {key}: ")),
+            "want key {key} in {err:?}"
+        );
+        assert!(err.contains(reason), "want {reason:?} in {err:?}");
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+}
+
+#[test]
+fn missing_secrets_and_double_secrets_are_errors() {
+    let text = "[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(err.contains("indigo.api_key: missing"), "{err}");
+    assert!(err.contains("DYNWALL_INDIGO_API_KEY"), "{err}");
+    let both = "[indigo]\napi_key = \"a\"\napi_key_file = \"/k\"\napi_secret = \"s\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = parse(both).unwrap_err().to_string();
+    assert!(err.contains("indigo.api_key: set either"), "{err}");
+    let nofile = "[indigo]\napi_key_file = \"/nonexistent/k\"\napi_secret = \"s\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = parse(nofile).unwrap_err().to_string();
+    assert!(
+        err.contains("indigo.api_key_file: cannot read /nonexistent/k"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_with_nothing_to_do_is_refused() {
+    let err = parse("[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing to do"), "{err}");
+}
+
+#[test]
+fn syntax_errors_name_the_file_and_line() {
+    let err = parse("[daemon\ninterval = \"1s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("/etc/dynwall/dynwall.toml: "), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+}
