@@ -6,8 +6,10 @@
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
+//! - [`resolver`]: the public address from several sources, validated and agreed on by quorum.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod net;
 pub mod provider;
+pub mod resolver;
