@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::config::{ResolverConfig, SourceConfig};
 use crate::net::{check_global, Family, NotGlobal};
@@ -187,7 +187,9 @@ fn votes_text(votes: &[(IpAddr, usize)]) -> String {
 /// The outcome of one round over all sources.
 #[derive(Clone, Debug)]
 pub struct Resolution {
-    /// One entry per source, in configuration order.
+    /// One entry per source that finished, in configuration order. After an early stop
+    /// ([`ResolverSet::resolve_until_settled`]) the sources still running when the outcome was
+    /// settled are absent.
     pub answers: Vec<Answer>,
     pub outcome: Result<IpAddr, ResolveError>,
 }
@@ -296,7 +298,44 @@ impl ResolverSet {
     /// so that each answer can be shown (`dynwall ip`, `dynwall check`). A round never takes much
     /// longer than the timeout. Cancel-safe.
     pub async fn resolve(&self) -> Resolution {
-        let answers = join_all(self.sources.iter().map(|s| self.ask(s.as_ref()))).await;
+        self.round(false).await
+    }
+
+    /// Like [`resolve`](Self::resolve), but stops waiting as soon as the outcome can no longer
+    /// change: the leader has reached quorum and would stay strictly ahead even if every source
+    /// still running voted for the runner-up. Those sources are cancelled and absent from
+    /// [`Resolution::answers`]. For the daemon: a slow source does not delay a change that enough
+    /// others already confirm. Failures never end a round early. Cancel-safe.
+    pub async fn resolve_until_settled(&self) -> Resolution {
+        self.round(true).await
+    }
+
+    async fn round(&self, stop_early: bool) -> Resolution {
+        let mut pending: FuturesUnordered<_> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| async move { (i, self.ask(source.as_ref()).await) })
+            .collect();
+        let mut done: Vec<(usize, Answer)> = Vec::with_capacity(self.sources.len());
+        while let Some(answer) = pending.next().await {
+            done.push(answer);
+            let remaining = pending.len();
+            if stop_early
+                && remaining > 0
+                && settled(done.iter().map(|(_, a)| a), self.quorum, remaining)
+            {
+                tracing::debug!(
+                    skipped = remaining,
+                    "resolver: outcome settled, not waiting for the remaining sources"
+                );
+                break;
+            }
+        }
+        // Dropping the stream cancels the lookups still running.
+        drop(pending);
+        done.sort_by_key(|(i, _)| *i);
+        let answers: Vec<Answer> = done.into_iter().map(|(_, a)| a).collect();
         let outcome = decide(&answers, self.quorum);
         Resolution { answers, outcome }
     }
@@ -375,6 +414,19 @@ pub fn decide(answers: &[Answer], quorum: usize) -> Result<IpAddr, ResolveError>
     } else {
         Err(ResolveError::Disagreement { votes })
     }
+}
+
+/// True when `remaining` unfinished sources can no longer change a successful outcome: the
+/// leader has reached `quorum` and even if every remaining source voted for the runner-up, it
+/// would still be strictly ahead. Failures never settle a round early: the remaining answers
+/// still tell whether our own connectivity is in doubt.
+fn settled<'a>(answers: impl Iterator<Item = &'a Answer>, quorum: usize, remaining: usize) -> bool {
+    let votes = tally(answers);
+    let Some(&(_, count)) = votes.first() else {
+        return false;
+    };
+    let runner_up = votes.get(1).map_or(0, |v| v.1);
+    count >= quorum && count > runner_up + remaining
 }
 
 /// Parses an answer that must be exactly one address, surrounded by nothing but ASCII whitespace.
@@ -548,6 +600,57 @@ mod tests {
                     answers.push(h.map_or_else(failed, accepted));
                 }
                 assert_ne!(decide(&answers, 2), Ok(ip(C)), "{h1:?} {h2:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn settled_table() {
+        let cases: Vec<(Vec<Answer>, usize, usize, bool)> = vec![
+            // Two agree, one outstanding could only make it 2:1.
+            (vec![accepted(A), accepted(A)], 2, 1, true),
+            // Two agree, but two outstanding could tie 2:2.
+            (vec![accepted(A), accepted(A)], 2, 2, false),
+            (vec![accepted(A), accepted(A), accepted(B)], 2, 1, false),
+            (
+                vec![accepted(A), accepted(A), accepted(A), accepted(B)],
+                2,
+                1,
+                true,
+            ),
+            // Below quorum: keep waiting.
+            (vec![accepted(A)], 2, 2, false),
+            // Failures never settle a round.
+            (vec![failed(), failed()], 2, 1, false),
+            (vec![accepted(A)], 1, 0, true),
+        ];
+        for (i, (answers, quorum, remaining, want)) in cases.into_iter().enumerate() {
+            assert_eq!(settled(answers.iter(), quorum, remaining), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn settled_implies_decide_cannot_change() {
+        // Exhaustive over small rounds: once `settled` says so, no completion of the remaining
+        // sources (A, B, another address, failure) changes the decision.
+        let kinds = [Some(A), Some(B), Some(C), None];
+        let mk = |k: Option<&str>| k.map_or_else(failed, accepted);
+        for quorum in 1..=3 {
+            for first in 0..4usize.pow(3) {
+                let seen: Vec<Answer> = (0..3)
+                    .map(|d| mk(kinds[(first / 4usize.pow(d)) % 4]))
+                    .collect();
+                for remaining in 0..=2u32 {
+                    if !settled(seen.iter(), quorum, remaining as usize) {
+                        continue;
+                    }
+                    let now = decide(&seen, quorum);
+                    for rest in 0..4usize.pow(remaining) {
+                        let mut all = seen.clone();
+                        all.extend((0..remaining).map(|d| mk(kinds[(rest / 4usize.pow(d)) % 4])));
+                        assert_eq!(decide(&all, quorum), now);
+                    }
+                }
             }
         }
     }
@@ -796,6 +899,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resolve_until_settled_stops_waiting_once_settled() {
+        let sources = vec![fake("a", 10, A), fake("slow", 1500, B), fake("b", 20, A)];
+        let set = ResolverSet::new(sources, 2, Duration::from_secs(3));
+        let start = Instant::now();
+        let r = set.resolve_until_settled().await;
+        assert!(
+            start.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(r.outcome, Ok(ip(A)));
+        let labels: Vec<&str> = r.answers.iter().map(|a| a.source.as_str()).collect();
+        assert_eq!(labels, ["fake a", "fake b"]);
+    }
+
+    #[tokio::test]
+    async fn resolve_until_settled_waits_while_the_outcome_can_change() {
+        // A and B disagree after two answers; the third decides.
+        let sources = vec![fake("a", 10, A), fake("b", 20, B), fake("late", 200, A)];
+        let set = ResolverSet::new(sources, 2, Duration::from_secs(3));
+        let r = set.resolve_until_settled().await;
+        assert_eq!(r.outcome, Ok(ip(A)));
+        assert_eq!(r.answers.len(), 3);
+    }
+
+    #[tokio::test]
     async fn resolve_waits_for_all_and_keeps_configuration_order() {
         let sources = vec![
             fake("first", 120, A),
@@ -814,6 +943,7 @@ mod tests {
         fn is_send<T: Send>(_: &T) {}
         let set = ResolverSet::new(vec![fake("a", 0, A)], 1, Duration::from_secs(1));
         is_send(&set.resolve());
+        is_send(&set.resolve_until_settled());
     }
 
     #[tokio::test]
