@@ -3,15 +3,33 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line (clap definitions only); [`app`]: the commands wired together.
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
+//! - [`resolver`]: public-IP sources behind the [`resolver::Resolver`] trait, and quorum.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
 //! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
+//! - [`cycle`]: one sync cycle (resolve, sync every firewall, remember).
+//! - [`scheduler`]: the daemon loop: interval, jitter, backoff, reload, watchdog, shutdown.
 //! - [`state`]: versioned state file, atomic writes, the lock.
+//! - [`exit`]: exit codes and the one mapping from errors to them.
+//! - [`systemd`], [`signals`], [`telemetry`]: the process's edges.
+//! - [`sim`]: the Indigo simulator and fake IP sources (tests and `dynwall demo`).
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod cycle;
+pub mod demo;
+pub mod exit;
 pub mod net;
 pub mod provider;
+pub mod resolver;
+pub mod scheduler;
+pub mod signals;
+pub mod sim;
 pub mod state;
 pub mod sync;
+pub mod systemd;
+pub mod telemetry;

@@ -1,0 +1,225 @@
+//! Source kind `http`: an echo service whose whole body is one IP address.
+
+use std::net::IpAddr;
+
+use reqwest::{Client, Url};
+
+use super::client::get_capped;
+use super::{parse_one_address, Resolver, SourceError};
+
+/// Body cap. The longest textual IP address is 45 characters; 256 bytes leave room for whitespace
+/// and nothing else, and an error page or an endless stream is cut off at once.
+pub const BODY_CAP: usize = 256;
+
+/// GETs a URL; a 2xx body that, after trimming ASCII whitespace, is exactly one address.
+///
+/// Anything else is an error: an HTML page mentioning an address, two addresses, `ip=…`, a cookie.
+/// Scraping such answers is how other updaters published garbage.
+pub struct HttpResolver {
+    client: Client,
+    url: Url,
+    label: String,
+}
+
+impl HttpResolver {
+    pub fn new(client: Client, url: Url) -> Self {
+        let label = format!("http {}", label_url(&url));
+        HttpResolver { client, url, label }
+    }
+}
+
+#[async_trait::async_trait]
+impl Resolver for HttpResolver {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn lookup(&self) -> Result<IpAddr, SourceError> {
+        let body = get_capped(&self.client, &self.url, "text/plain", BODY_CAP).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| SourceError::NotOneAddress {
+            snippet: super::snippet(&body),
+        })?;
+        parse_one_address(text)
+    }
+}
+
+/// The URL as shown in labels: a password in it is masked.
+pub(super) fn label_url(url: &Url) -> Url {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot carry credentials, which then have none to mask.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::build_client;
+    use super::super::testserver::TestServer;
+    use super::*;
+
+    fn resolver(url: Url) -> HttpResolver {
+        HttpResolver::new(build_client(Duration::from_secs(2)).unwrap(), url)
+    }
+
+    async fn lookup_body(status: u16, body: &str) -> Result<IpAddr, SourceError> {
+        let server = TestServer::new(status, body).start().await;
+        resolver(server.url()).lookup().await
+    }
+
+    fn not_one(r: Result<IpAddr, SourceError>) -> String {
+        match r {
+            Err(SourceError::NotOneAddress { snippet }) => snippet,
+            other => panic!("expected NotOneAddress, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_body_with_whitespace_is_accepted() {
+        let want: IpAddr = "81.2.69.160".parse().unwrap();
+        assert_eq!(lookup_body(200, "81.2.69.160").await, Ok(want));
+        assert_eq!(lookup_body(200, "  81.2.69.160\r\n").await, Ok(want));
+        assert_eq!(lookup_body(200, "\n\t81.2.69.160\n\n").await, Ok(want));
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_body_is_returned_for_the_set_to_judge() {
+        let want: IpAddr = "2a00:1450:4001:80b::200e".parse().unwrap();
+        assert_eq!(
+            lookup_body(200, "2a00:1450:4001:80b::200e\n").await,
+            Ok(want)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_html_page_with_an_address_is_rejected() {
+        let page = "<html><head><title>IP</title></head><body>Your IP is 81.2.69.160</body></html>";
+        let snippet = not_one(lookup_body(200, page).await);
+        assert_eq!(snippet, "<html><head><title>IP</title></head><bod…");
+    }
+
+    #[tokio::test]
+    async fn anything_but_exactly_one_address_is_rejected() {
+        for body in [
+            "81.2.69.160 81.2.69.161",
+            "81.2.69.160\n93.184.216.34\n",
+            "ip=81.2.69.160",
+            "Set-Cookie: session=81.2.69.160",
+            "81.2.69.160,",
+            "",
+            "not an address",
+        ] {
+            not_one(lookup_body(200, body).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn binary_garbage_is_rejected_with_a_printable_snippet() {
+        let server = TestServer::new(200, "")
+            .raw_body(vec![0xff, 0x00, b'8', b'1', 0x1b])
+            .start()
+            .await;
+        let snippet = not_one(resolver(server.url()).lookup().await);
+        assert_eq!(snippet, "..81.");
+    }
+
+    #[tokio::test]
+    async fn non_2xx_statuses_are_errors() {
+        assert_eq!(
+            lookup_body(500, "81.2.69.160").await,
+            Err(SourceError::Status { status: 500 })
+        );
+        assert_eq!(
+            lookup_body(404, "81.2.69.160").await,
+            Err(SourceError::Status { status: 404 })
+        );
+        assert_eq!(
+            lookup_body(429, "81.2.69.160").await,
+            Err(SourceError::Status { status: 429 })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_refused() {
+        let big = format!("81.2.69.160{}", " ".repeat(BODY_CAP));
+        assert_eq!(
+            lookup_body(200, &big).await,
+            Err(SourceError::BodyTooLarge { limit: BODY_CAP })
+        );
+        // Exactly at the cap is still fine.
+        let fits = format!("81.2.69.160{}", " ".repeat(BODY_CAP - 11));
+        assert_eq!(
+            lookup_body(200, &fits).await,
+            Ok("81.2.69.160".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_abandoned_at_the_cap() {
+        let server = TestServer::new(200, "").endless().start().await;
+        let start = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(2), resolver(server.url()).lookup())
+            .await
+            .expect("the lookup must stop reading by itself");
+        assert_eq!(r, Err(SourceError::BodyTooLarge { limit: BODY_CAP }));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_a_transport_error_without_the_url() {
+        // Bind then drop to get a port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url: Url = format!("http://127.0.0.1:{port}/?token=s3cret")
+            .parse()
+            .unwrap();
+        match resolver(url).lookup().await {
+            Err(SourceError::Transport { message }) => {
+                assert!(!message.contains("s3cret"), "{message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_up_to_three() {
+        let target = TestServer::ok("81.2.69.160").start().await;
+        let hop2 = TestServer::redirect(&target.url()).start().await;
+        let hop1 = TestServer::redirect(&hop2.url()).start().await;
+        assert_eq!(
+            resolver(hop1.url()).lookup().await,
+            Ok("81.2.69.160".parse().unwrap())
+        );
+
+        let looping = TestServer::new(302, "").redirect_to_self().start().await;
+        match resolver(looping.url()).lookup().await {
+            Err(SourceError::Transport { message }) => {
+                assert!(message.contains("too many redirects"), "{message}")
+            }
+            other => panic!("expected a redirect error, got {other:?}"),
+        }
+        assert_eq!(
+            looping.hits(),
+            4,
+            "the original request and three redirects"
+        );
+    }
+
+    #[test]
+    fn labels_mask_passwords() {
+        let client = build_client(Duration::from_secs(1)).unwrap();
+        let r = HttpResolver::new(
+            client.clone(),
+            "http://admin:hunter2@192.168.1.1/ip".parse().unwrap(),
+        );
+        assert_eq!(r.label(), "http http://admin:***@192.168.1.1/ip");
+        let r = HttpResolver::new(client, "https://api.ipify.org".parse().unwrap());
+        assert_eq!(r.label(), "http https://api.ipify.org/");
+    }
+}
