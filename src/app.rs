@@ -11,7 +11,7 @@ use crate::config::{self, Config, Env, ProcessEnv};
 use crate::cycle::{FirewallOutcome, Syncer};
 use crate::exit::{AppError, Code};
 use crate::provider::indigo::IndigoClient;
-use crate::provider::{Power, Provider};
+use crate::provider::Provider;
 use crate::resolver::{Resolution, ResolverSet, Verdict};
 use crate::scheduler::{self, Rebuilt};
 use crate::state::{self, now_unix, StateStore};

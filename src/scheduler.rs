@@ -72,14 +72,16 @@ pub async fn run(
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u32 = 0;
     'outer: loop {
-        let cycle = tokio::time::timeout(CYCLE_DEADLINE, syncer.cycle());
-        tokio::pin!(cycle);
-        let report = loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break 'outer,
-                r = &mut cycle => break r,
-                _ = watchdog.tick() => notifier.watchdog(),
+        let report = {
+            let cycle = tokio::time::timeout(CYCLE_DEADLINE, syncer.cycle());
+            tokio::pin!(cycle);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'outer,
+                    r = &mut cycle => break r,
+                    _ = watchdog.tick() => notifier.watchdog(),
+                }
             }
         };
         let delay = match report {
