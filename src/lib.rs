@@ -6,7 +6,7 @@
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
-//! - [`sim`]: a loopback simulator of the Indigo API (demo, tests).
+//! - [`sim`]: loopback simulators of the Indigo API and of a public-IP echo service (demo, tests).
 #![forbid(unsafe_code)]
 
 pub mod config;

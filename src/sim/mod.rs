@@ -6,10 +6,13 @@
 //!
 //! - [`IndigoSim`]: an independent imitation of the WebARENA Indigo REST API wire format with its
 //!   quirks, rate limits, timed power transitions and fault injection.
+//! - [`IpEcho`]: a public-IP echo service whose answer, status and latency can be changed live.
 
+mod echo;
 mod indigo;
 mod server;
 
+pub use echo::{IpEcho, DEFAULT_IP};
 pub use indigo::{
     AbsentInstances, CallRecord, Endpoint, IndigoSim, PowerState, SimBuilder, SimInstance, SimRule,
     SimTemplate,
