@@ -1,0 +1,203 @@
+//! Loopback HTTP/1 server plumbing and small wire helpers shared by the simulators.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+/// Response body type of both simulators.
+pub(crate) type Body = Full<Bytes>;
+
+/// A request whose body has been read in full.
+pub(crate) struct SimRequest {
+    pub method: Method,
+    /// Path without the query string.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A running loopback server; dropping it stops accepting and aborts open connections.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1 on an ephemeral port and serves every request with `handler`.
+    pub(crate) async fn start<H, F>(handler: H) -> io::Result<Server>
+    where
+        H: Fn(SimRequest) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, cancel.clone(), handler));
+        Ok(Server {
+            addr,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits until the listener is closed and connections are gone.
+    pub(crate) async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            // The task only ends by cancellation; a join error would mean it panicked, and
+            // there is nothing left to clean up in that case either.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop<H, F>(listener: TcpListener, cancel: CancellationToken, handler: H)
+where
+    H: Fn(SimRequest) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handler = handler.clone();
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(dispatch(req, handler).await) }
+                    });
+                    conns.spawn(async move {
+                        // A client hanging up mid-request is normal for a test server.
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+        }
+    }
+    conns.shutdown().await;
+}
+
+async fn dispatch<H, F>(req: Request<Incoming>, handler: H) -> Response<Body>
+where
+    H: Fn(SimRequest) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return respond(400, "text/plain", "unreadable request body\n".to_owned()),
+    };
+    handler(SimRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body,
+    })
+    .await
+}
+
+/// Builds a response; an out-of-range status becomes 500.
+pub(crate) fn respond(status: u16, content_type: &str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    set_header(&mut resp, "content-type", content_type);
+    resp
+}
+
+/// Sets a header; values that are not valid header text are skipped (they never are in practice).
+pub(crate) fn set_header(resp: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn epoch_ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` in UTC, the date format of the Indigo list endpoints.
+pub(crate) fn format_datetime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetime_formats_like_the_api() {
+        assert_eq!(format_datetime(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let t = UNIX_EPOCH + Duration::from_secs(1_542_191_733); // 2018-11-14 10:35:33 UTC
+        assert_eq!(format_datetime(t), "2018-11-14 10:35:33");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_datetime(leap), "2000-02-29 00:00:00");
+    }
+}
