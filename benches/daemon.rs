@@ -35,7 +35,14 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn write_config(dir: &Path, sim: &IndigoSim, a: &IpEcho, b: &IpEcho, interval: &str, reconcile: &str) {
+fn write_config(
+    dir: &Path,
+    sim: &IndigoSim,
+    a: &IpEcho,
+    b: &IpEcho,
+    interval: &str,
+    reconcile: &str,
+) {
     let text = format!(
         "[daemon]\ninterval = \"{interval}\"\nreconcile = \"{reconcile}\"\nstate_dir = \"{state}\"\n\
          [resolver]\nquorum = 2\ntimeout = \"2s\"\n\
@@ -116,7 +123,11 @@ async fn main() {
     let cycles = a.hits() - hits_start;
     let cpu = cpu_ticks(pid).unwrap_or(0) - cpu_start;
     let steady_calls = sim.call_log().len() - calls_after_start;
-    println!("idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
     println!(
         "CPU per unchanged cycle:        {:.3} ms ({} cycles, {} ms CPU in 55 s, 1 s interval)",
         cpu as f64 * 10.0 / cycles.max(1) as f64,
@@ -157,7 +168,11 @@ async fn main() {
         let recorded = std::fs::read_to_string(&state)
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["firewalls"][TEMPLATE.to_string()]["ip"].as_str().map(String::from));
+            .and_then(|v| {
+                v["firewalls"][TEMPLATE.to_string()]["ip"]
+                    .as_str()
+                    .map(String::from)
+            });
         if recorded.as_deref() == Some(NEW_IP) && owned(&sim).as_deref() == Some(NEW_IP) {
             verified = Some(t.elapsed());
             break;

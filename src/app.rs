@@ -121,9 +121,9 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
         for (i, r) in &report.firewalls {
             let fw = &syncer.config.firewalls[*i];
             let _ = match r {
-                Ok(FirewallOutcome::WouldUpdate(lines)) => {
-                    lines.iter().try_for_each(|l| writeln!(out, "would change {l}"))
-                }
+                Ok(FirewallOutcome::WouldUpdate(lines)) => lines
+                    .iter()
+                    .try_for_each(|l| writeln!(out, "would change {l}")),
                 Ok(_) => writeln!(out, "firewall {}: in sync", fw.template),
                 Err(e) => writeln!(out, "firewall {}: error: {e}", fw.template),
             };
@@ -279,7 +279,11 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
     let st = state::read_unlocked(dir)?;
     let mut out = std::io::stdout().lock();
     let Some(st) = st else {
-        let _ = writeln!(out, "no state yet in {} (dynwall has not run)", dir.display());
+        let _ = writeln!(
+            out,
+            "no state yet in {} (dynwall has not run)",
+            dir.display()
+        );
         return Ok(Code::Ok);
     };
     if json {
@@ -294,7 +298,8 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
     let _ = writeln!(
         out,
         "public address: {}",
-        st.last_ip.map_or("unknown".to_string(), |ip| ip.to_string())
+        st.last_ip
+            .map_or("unknown".to_string(), |ip| ip.to_string())
     );
     if let Some(c) = &st.last_cycle {
         let _ = writeln!(
@@ -302,9 +307,7 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             "last cycle: {} ({}){}",
             if c.ok { "ok" } else { "failed" },
             ago(c.finished_at),
-            c.error
-                .as_ref()
-                .map_or(String::new(), |e| format!(": {e}"))
+            c.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
         );
         if let Some(s) = c.last_success_at {
             let _ = writeln!(out, "last success: {}", ago(s));

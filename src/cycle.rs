@@ -246,7 +246,10 @@ impl Syncer {
         let last_success_at = if ok {
             Some(now)
         } else {
-            self.state.last_cycle.as_ref().and_then(|c| c.last_success_at)
+            self.state
+                .last_cycle
+                .as_ref()
+                .and_then(|c| c.last_success_at)
         };
         self.state.last_cycle = Some(CycleRecord {
             finished_at: now,

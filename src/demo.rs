@@ -47,7 +47,10 @@ fn show_rules(sim: &IndigoSim) {
             ));
         }
         let assigned: Vec<String> = t.assigned.iter().map(|i| i.to_string()).collect();
-        say(&format!("     assigned to instances: [{}]", assigned.join(", ")));
+        say(&format!(
+            "     assigned to instances: [{}]",
+            assigned.join(", ")
+        ));
     }
 }
 
@@ -93,7 +96,10 @@ pub async fn run() -> Result<Code, AppError> {
         .start()
         .await
         .map_err(setup)?;
-    let sources = [IpEcho::start().await.map_err(setup)?, IpEcho::start().await.map_err(setup)?];
+    let sources = [
+        IpEcho::start().await.map_err(setup)?,
+        IpEcho::start().await.map_err(setup)?,
+    ];
     for s in &sources {
         s.set_ip(OLD_IP);
     }

@@ -123,13 +123,27 @@ mod tests {
 
     #[test]
     fn errors_map_to_the_documented_codes() {
-        let auth = AppError::Provider(ProviderError::Auth { op: "authenticate", status: 401 });
+        let auth = AppError::Provider(ProviderError::Auth {
+            op: "authenticate",
+            status: 401,
+        });
         assert_eq!(auth.code(), Code::NoPerm);
-        let quota = AppError::Provider(ProviderError::Quota { op: "x", waited: Duration::from_secs(60) });
+        let quota = AppError::Provider(ProviderError::Quota {
+            op: "x",
+            waited: Duration::from_secs(60),
+        });
         assert_eq!(quota.code(), Code::TempFail);
-        let down = AppError::Provider(ProviderError::Unavailable { op: "x", status: 503 });
+        let down = AppError::Provider(ProviderError::Unavailable {
+            op: "x",
+            status: 503,
+        });
         assert_eq!(down.code(), Code::Unavailable);
-        let api = AppError::Provider(ProviderError::Api { op: "x", status: 400, code: "I1".into(), message: "m".into() });
+        let api = AppError::Provider(ProviderError::Api {
+            op: "x",
+            status: 400,
+            code: "I1".into(),
+            message: "m".into(),
+        });
         assert_eq!(api.code(), Code::Failure);
         let locked = AppError::State(StateError::Locked { path: "/x".into() });
         assert_eq!(locked.code(), Code::TempFail);

@@ -67,7 +67,9 @@ pub async fn run(
     rebuild: impl Fn() -> Result<Rebuilt, AppError>,
 ) {
     notifier.ready();
-    let watchdog_every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(3600));
+    let watchdog_every = notifier
+        .watchdog_interval()
+        .unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(watchdog_every);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u32 = 0;
@@ -87,7 +89,11 @@ pub async fn run(
         let delay = match report {
             Ok(report) => {
                 notifier.status(&status_line(&report, &syncer.config));
-                failures = if report.ok() { 0 } else { failures.saturating_add(1) };
+                failures = if report.ok() {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
                 next_delay(
                     syncer.config.daemon.interval,
                     failures,
@@ -161,7 +167,11 @@ mod tests {
         assert_eq!(next_delay(MIN, 3, 0.0), MAX_BACKOFF);
         assert_eq!(next_delay(MIN, 40, 0.0), MAX_BACKOFF);
         let hour = Duration::from_secs(3600);
-        assert_eq!(next_delay(hour, 5, 0.0), hour, "a long interval is never shortened");
+        assert_eq!(
+            next_delay(hour, 5, 0.0),
+            hour,
+            "a long interval is never shortened"
+        );
         let second = Duration::from_secs(1);
         assert_eq!(next_delay(second, 3, 0.0), 8 * second);
     }

@@ -6,7 +6,13 @@ use crate::cli::LogFormat;
 
 /// Dependencies whose trace output is protocol noise (and could echo request details); they
 /// are capped at info whatever `RUST_LOG` says.
-const QUIET: &[&str] = &["hyper=info", "hyper_util=info", "reqwest=info", "rustls=info", "h2=info"];
+const QUIET: &[&str] = &[
+    "hyper=info",
+    "hyper_util=info",
+    "reqwest=info",
+    "rustls=info",
+    "h2=info",
+];
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`); when `$JOURNAL_STREAM` says
 /// stderr is the journal, lines carry neither timestamps (journald adds them) nor colour.

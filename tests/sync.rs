@@ -28,8 +28,16 @@ async fn a_new_address_rewrites_only_the_owned_rule_and_keeps_everything_else() 
     let t = w.sim.template(TEMPLATE).unwrap();
     let mut expected = others_in();
     expected.push(SimRule::new("Custom", "TCP", "22", NEW_IP));
-    assert_eq!(sorted(t.inbound.clone()), sorted(expected), "inbound rules other than ours are untouched");
-    assert_eq!(sorted(t.outbound.clone()), sorted(others_out()), "outbound rules are untouched");
+    assert_eq!(
+        sorted(t.inbound.clone()),
+        sorted(expected),
+        "inbound rules other than ours are untouched"
+    );
+    assert_eq!(
+        sorted(t.outbound.clone()),
+        sorted(others_out()),
+        "outbound rules are untouched"
+    );
     let mut assigned = t.assigned.clone();
     assigned.sort();
     assert_eq!(assigned, vec![WEB, DB], "the instance assignment is kept");
@@ -57,16 +65,27 @@ async fn an_unchanged_address_writes_nothing_and_cached_runs_call_nothing() {
     let cfg = w.config();
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.sim.calls(Endpoint::UpdateFirewall), 0, "in sync: no write");
+    assert_eq!(
+        w.sim.calls(Endpoint::UpdateFirewall),
+        0,
+        "in sync: no write"
+    );
     assert_eq!(w.sim.calls(Endpoint::GetTemplate), 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("→"), "quiet when nothing changes: {stderr}");
+    assert!(
+        !stderr.contains("→"),
+        "quiet when nothing changes: {stderr}"
+    );
 
     // The next run within the reconcile period makes no API call at all.
     let before = w.sim.call_log().len();
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.sim.call_log().len(), before, "a cached cycle costs no API call");
+    assert_eq!(
+        w.sim.call_log().len(),
+        before,
+        "a cached cycle costs no API call"
+    );
 }
 
 #[tokio::test]
@@ -96,11 +115,17 @@ async fn the_daemon_reuses_one_token_and_repairs_drift() {
     // Tokens revoked server-side: one re-authentication, then business as usual.
     w.sim.expire_tokens();
     w.set_ip(NEW_IP);
-    eventually(Duration::from_secs(15), "rule follows the new address", || {
-        w.owned_sources() == vec![NEW_IP.to_string()]
-    })
+    eventually(
+        Duration::from_secs(15),
+        "rule follows the new address",
+        || w.owned_sources() == vec![NEW_IP.to_string()],
+    )
     .await;
-    assert_eq!(w.sim.tokens_issued(), 2, "exactly one re-authentication after a 401");
+    assert_eq!(
+        w.sim.tokens_issued(),
+        2,
+        "exactly one re-authentication after a 401"
+    );
 
     signal(&daemon, "TERM").await;
     let status = tokio::time::timeout(Duration::from_secs(5), daemon.wait())
@@ -118,7 +143,11 @@ async fn disagreeing_sources_change_nothing() {
     let out = run(&w.config(), &["--once"]).await;
     assert_eq!(code(&out), 69, "{}", text(&out));
     assert_eq!(w.owned_sources(), vec![OLD_IP.to_string()]);
-    assert_eq!(w.sim.call_log().len(), 0, "no API call without an agreed address");
+    assert_eq!(
+        w.sim.call_log().len(),
+        0,
+        "no API call without an agreed address"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no usable public address"), "{stderr}");
 }
@@ -167,7 +196,8 @@ async fn server_errors_and_rate_limits_are_survived() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(w.owned_sources(), vec![NEW_IP.to_string()]);
 
-    let w = World::new().await;
+    // A 429 says the quota is spent until the window resets (here in at most 2 s).
+    let w = World::with(sim_builder().quota(1000, Duration::from_secs(2)), 2).await;
     w.set_ip(NEW_IP);
     w.sim.fail_next_on(Endpoint::UpdateFirewall, 1, 429);
     let out = run(&w.config(), &["--once"]).await;
@@ -184,6 +214,7 @@ async fn the_client_stays_inside_a_tight_quota_without_being_throttled() {
     let out = run(&w.config(), &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(w.owned_sources(), vec![NEW_IP.to_string()]);
+    assert_eq!(w.sim.throttled(), 0, "the budget follows the quota headers");
     let log = w.sim.call_log();
     for pair in log.windows(2) {
         assert!(
@@ -235,7 +266,10 @@ async fn an_unknown_instance_is_refused_loudly_and_nothing_is_unassigned() {
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 78, "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("firewall[0].instances") && stderr.contains("999999"), "{stderr}");
+    assert!(
+        stderr.contains("firewall[0].instances") && stderr.contains("999999"),
+        "{stderr}"
+    );
     assert_eq!(w.sim.calls(Endpoint::UpdateFirewall), 0);
     let check = run(&cfg, &["check"]).await;
     assert_eq!(code(&check), 78, "{}", text(&check));
@@ -250,16 +284,24 @@ async fn dry_run_and_check_print_the_plan_and_write_nothing() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("would change firewall 12836: 22/TCP {OLD_IP} → {NEW_IP}")),
+        stdout.contains(&format!(
+            "would change firewall 12836: 22/TCP {OLD_IP} → {NEW_IP}"
+        )),
         "{stdout}"
     );
     assert_eq!(w.sim.calls(Endpoint::UpdateFirewall), 0);
-    assert!(!w.state_dir().join("state.json").exists(), "dry run records nothing");
+    assert!(
+        !w.state_dir().join("state.json").exists(),
+        "dry run records nothing"
+    );
 
     let out = run(&cfg, &["check"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("plan: firewall 12836: 22/TCP {OLD_IP} → {NEW_IP}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("plan: firewall 12836: 22/TCP {OLD_IP} → {NEW_IP}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("credentials: accepted"), "{stdout}");
     assert_eq!(w.sim.calls(Endpoint::UpdateFirewall), 0);
 }
@@ -289,7 +331,11 @@ async fn a_second_process_on_the_state_dir_exits_75() {
 async fn a_corrupt_state_file_is_moved_aside_not_fatal() {
     let w = World::new().await;
     std::fs::create_dir_all(w.state_dir()).unwrap();
-    std::fs::write(w.state_dir().join("state.json"), "{\"version\": 1, \"firewalls\": [tru").unwrap();
+    std::fs::write(
+        w.state_dir().join("state.json"),
+        "{\"version\": 1, \"firewalls\": [tru",
+    )
+    .unwrap();
     w.set_ip(NEW_IP);
     let out = run(&w.config(), &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -297,7 +343,11 @@ async fn a_corrupt_state_file_is_moved_aside_not_fatal() {
     let aside = std::fs::read_dir(w.state_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        });
     assert!(aside);
     assert_eq!(state_json(&w)["firewalls"]["12836"]["ip"], NEW_IP);
 }
@@ -318,8 +368,16 @@ async fn sigterm_stops_the_daemon_within_two_seconds() {
         .expect("stopped")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(t.elapsed() < Duration::from_secs(2), "stopped in {:?}", t.elapsed());
-    assert_eq!(state_json(&w)["version"], 1, "state is valid after the stop");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        state_json(&w)["version"],
+        1,
+        "state is valid after the stop"
+    );
 }
 
 #[tokio::test]
@@ -341,7 +399,11 @@ async fn sigterm_inside_a_slow_api_call_stops_promptly() {
         .expect("stopped")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(t.elapsed() < Duration::from_secs(2), "stopped in {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -372,7 +434,10 @@ async fn config_errors_exit_78_naming_file_and_key() {
     let out = run(&path, &["--once"]).await;
     assert_eq!(code(&out), 78, "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("daemon.interval"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("daemon.interval"),
+        "{stderr}"
+    );
     let out = run(&w.dir.path().join("missing.toml"), &["check"]).await;
     assert_eq!(code(&out), 78, "{}", text(&out));
 }
@@ -386,7 +451,10 @@ async fn ip_prints_every_source_and_the_agreed_address() {
     let out = run(&cfg, &["ip"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("public address: {NEW_IP}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("public address: {NEW_IP}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("rejected: private"), "{stdout}");
     let out = run(&cfg, &["ip", "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -84,7 +84,10 @@ impl World {
         let mut sources = String::new();
         for (i, s) in self.sources.iter().enumerate() {
             if i % 2 == 0 {
-                sources += &format!("[[resolver.source]]\nkind = \"http\"\nurl = \"{}\"\n", s.url());
+                sources += &format!(
+                    "[[resolver.source]]\nkind = \"http\"\nurl = \"{}\"\n",
+                    s.url()
+                );
             } else {
                 sources += &format!(
                     "[[resolver.source]]\nkind = \"http-json\"\nurl = \"{}\"\nfield = \"sourceip\"\n",

@@ -26,14 +26,25 @@ pub struct QuotaHeaders {
     pub reset_in: Option<Duration>,
 }
 
-/// The sliding-window budget.
+/// What the gateway last told us about the current window.
+#[derive(Clone, Copy, Debug)]
+struct ServerQuota {
+    available: u32,
+    reset_at: Instant,
+}
+
+/// The request budget.
+///
+/// While the gateway's own counters are known (`X-Quota-Available` and `X-Quota-Reset` of the last
+/// answer) they are followed exactly, counting our own requests down; without them a local sliding
+/// window of `allowed` requests per `window` stands in. The minimum gap always applies.
 #[derive(Debug)]
 pub struct Budget {
     allowed: u32,
     window: Duration,
     min_gap: Duration,
     sent: VecDeque<Instant>,
-    blocked_until: Option<Instant>,
+    server: Option<ServerQuota>,
 }
 
 impl Default for Budget {
@@ -49,7 +60,7 @@ impl Budget {
             window,
             min_gap,
             sent: VecDeque::new(),
-            blocked_until: None,
+            server: None,
         }
     }
 
@@ -66,13 +77,23 @@ impl Budget {
         if let Some(&last) = self.sent.back() {
             ready = ready.max(last + self.min_gap);
         }
-        if self.sent.len() >= self.allowed as usize {
-            if let Some(&first) = self.sent.get(self.sent.len() - self.allowed as usize) {
-                ready = ready.max(first + self.window);
+        match self.server {
+            // The gateway's window is still open: its counter is the truth.
+            Some(q) if now < q.reset_at => {
+                if q.available == 0 {
+                    ready = ready.max(q.reset_at);
+                }
             }
-        }
-        if let Some(until) = self.blocked_until {
-            ready = ready.max(until);
+            // Its window has reset since: a fresh allowance.
+            Some(_) => {}
+            None => {
+                let n = self.allowed as usize;
+                if self.sent.len() >= n {
+                    if let Some(&first) = self.sent.get(self.sent.len() - n) {
+                        ready = ready.max(first + self.window);
+                    }
+                }
+            }
         }
         ready.saturating_duration_since(now)
     }
@@ -84,22 +105,39 @@ impl Budget {
         while self.sent.len() > self.allowed as usize + 1 {
             self.sent.pop_front();
         }
+        if let Some(q) = self.server.as_mut() {
+            if now < q.reset_at {
+                q.available = q.available.saturating_sub(1);
+            } else {
+                self.server = None;
+            }
+        }
     }
 
-    /// Adjusts the budget to what the API reported at `now`.
+    /// Adjusts the budget to what the API reported at `now` (for the request just answered).
     pub fn observe(&mut self, q: QuotaHeaders, now: Instant) {
         if let Some(a) = q.allowed.filter(|a| *a > 0) {
             self.allowed = a;
         }
-        if q.available == Some(0) {
-            let wait = q.reset_in.unwrap_or(self.window).min(MAX_RESET_WAIT);
-            self.blocked_until = Some(now + wait);
-        } else if q.available.is_some() {
-            self.blocked_until = None;
+        match (q.available, q.reset_in) {
+            (Some(available), Some(reset_in)) => {
+                self.server = Some(ServerQuota {
+                    available,
+                    reset_at: now + reset_in.min(MAX_RESET_WAIT),
+                });
+            }
+            // Exhausted but no reset time: assume a whole window.
+            (Some(0), None) => {
+                self.server = Some(ServerQuota {
+                    available: 0,
+                    reset_at: now + self.window,
+                });
+            }
+            _ => {}
         }
     }
 
-    /// The current window length (the longest a quota wait should take).
+    /// The assumed window length (the longest a quota wait should take).
     pub fn window(&self) -> Duration {
         self.window
     }
@@ -153,51 +191,61 @@ mod tests {
         assert_eq!(t - t0, 5 * MIN_GAP);
     }
 
+    fn headers(allowed: u32, available: u32, reset_secs: u64) -> QuotaHeaders {
+        QuotaHeaders {
+            allowed: Some(allowed),
+            available: Some(available),
+            reset_in: Some(Duration::from_secs(reset_secs)),
+        }
+    }
+
     #[test]
-    fn headers_change_the_allowance_and_block_until_reset() {
+    fn the_gateways_counters_replace_the_local_guess() {
         let t0 = Instant::now();
+        let mut b = Budget::default();
+        // A generous gateway: far more than six requests go through without waiting a window.
+        b.observe(headers(100, 99, 30), t0);
+        let mut t = t0;
+        for _ in 0..10 {
+            t += b.wait_time(t);
+            b.record(t);
+        }
+        assert_eq!(t - t0, 9 * MIN_GAP);
+    }
+
+    #[test]
+    fn an_exhausted_window_waits_for_the_reset_then_starts_afresh() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(6, DEFAULT_WINDOW, MIN_GAP);
+        // Four allowed per window, two used by others already; the window resets in 3 s.
+        b.observe(headers(4, 2, 3), t0);
+        b.record(t0 + MIN_GAP);
+        let t = t0 + 2 * MIN_GAP;
+        assert_eq!(b.wait_time(t), Duration::ZERO);
+        b.record(t);
+        // Our count reached zero: wait until the reset, not a whole assumed minute.
+        assert_eq!(b.wait_time(t), Duration::from_secs(3) - 2 * MIN_GAP);
+        let after = t0 + Duration::from_secs(3);
+        assert_eq!(b.wait_time(after), Duration::ZERO);
+        b.record(after);
+        assert_eq!(b.wait_time(after + MIN_GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_far_reset_is_capped_and_a_429_without_reset_waits_a_window() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        b.observe(headers(6, 0, 3600), t0);
+        assert_eq!(b.wait_time(t0), MAX_RESET_WAIT);
         let mut b = Budget::default();
         b.observe(
             QuotaHeaders {
-                allowed: Some(100),
-                available: Some(99),
-                reset_in: Some(Duration::from_secs(30)),
+                allowed: None,
+                available: Some(0),
+                reset_in: None,
             },
             t0,
         );
-        for i in 0..10 {
-            let t = t0 + i * Duration::from_secs(1);
-            assert_eq!(b.wait_time(t), Duration::ZERO);
-            b.record(t);
-        }
-        let t = t0 + Duration::from_secs(10);
-        b.observe(
-            QuotaHeaders {
-                allowed: Some(100),
-                available: Some(0),
-                reset_in: Some(Duration::from_secs(7)),
-            },
-            t,
-        );
-        assert_eq!(b.wait_time(t), Duration::from_secs(7));
-        // A reset that claims to be far away is capped.
-        b.observe(
-            QuotaHeaders {
-                allowed: None,
-                available: Some(0),
-                reset_in: Some(Duration::from_secs(3600)),
-            },
-            t,
-        );
-        assert_eq!(b.wait_time(t), MAX_RESET_WAIT);
-        b.observe(
-            QuotaHeaders {
-                allowed: None,
-                available: Some(5),
-                reset_in: None,
-            },
-            t,
-        );
-        assert_eq!(b.wait_time(t), Duration::ZERO);
+        assert_eq!(b.wait_time(t0), DEFAULT_WINDOW);
     }
 }

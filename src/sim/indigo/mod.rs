@@ -218,6 +218,11 @@ impl IndigoSim {
         self.lock().tokens_issued
     }
 
+    /// The text of every access token issued so far (tests check that none is ever logged).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// A snapshot of template `id`.
     pub fn template(&self, id: u64) -> Option<SimTemplate> {
         self.lock().templates.get(&id).map(|t| SimTemplate {
