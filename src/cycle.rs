@@ -113,7 +113,7 @@ impl Syncer {
 
     /// Runs one cycle and persists its outcome (unless dry-run).
     pub async fn cycle(&mut self) -> CycleReport {
-        let resolution = self.resolvers.resolve().await;
+        let resolution = self.resolvers.resolve_until_settled().await;
         let ip = resolution.outcome.as_ref().ok().copied();
         let mut report = CycleReport {
             resolution,
