@@ -146,6 +146,27 @@ async fn main() {
     let _ = child.kill().await;
     sim.shutdown().await;
 
+    // 2 again, with finer resolution: many unchanged cycles at a 100 ms interval.
+    let tmp_b = tempfile::tempdir().expect("tempdir");
+    let (sim, a, b) = world().await;
+    write_config(tmp_b.path(), &sim, &a, &b, "100ms", "15m");
+    let mut child = spawn(tmp_b.path());
+    let pid = child.id().expect("pid");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hits_start = a.hits();
+    let cpu_start = cpu_ticks(pid).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let cycles = a.hits() - hits_start;
+    let cpu = cpu_ticks(pid).unwrap_or(0) - cpu_start;
+    println!(
+        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {} ms CPU in 20 s, 100 ms interval)",
+        cpu as f64 * 10.0 / cycles.max(1) as f64,
+        cycles,
+        cpu * 10
+    );
+    let _ = child.kill().await;
+    sim.shutdown().await;
+
     // 4: delay from an address change to the verified write, with a 1 s interval.
     let tmp = tempfile::tempdir().expect("tempdir");
     let (sim, a, b) = world().await;

@@ -76,6 +76,8 @@ pub struct Syncer {
     pub dry_run: bool,
     /// Instance ids confirmed to exist (checked before the first write of this process).
     known_instances: Option<BTreeSet<InstanceId>>,
+    /// True when the state holds more than a new heartbeat since the last durable save.
+    dirty: bool,
 }
 
 impl Syncer {
@@ -95,6 +97,7 @@ impl Syncer {
             state,
             dry_run,
             known_instances: None,
+            dirty: false,
         })
     }
 
@@ -134,6 +137,7 @@ impl Syncer {
                     }
                     if !self.dry_run {
                         self.state.last_ip = Some(ip);
+                        self.dirty = true;
                     }
                 }
                 let firewalls = self.config.firewalls.clone();
@@ -207,6 +211,7 @@ impl Syncer {
             );
             // Persist right after a confirmed write, so a crash cannot forget it.
             self.store.save(&self.state)?;
+            self.dirty = false;
         }
         Ok(outcome)
     }
@@ -243,6 +248,7 @@ impl Syncer {
         }
         let now = now_unix();
         let ok = report.ok();
+        let changed = self.dirty || self.state.last_cycle.as_ref().map(|c| c.ok) != Some(ok);
         let last_success_at = if ok {
             Some(now)
         } else {
@@ -258,8 +264,14 @@ impl Syncer {
             error: report.error_summary(),
             last_success_at,
         });
-        if let Err(e) = self.store.save(&self.state) {
-            tracing::error!("cannot save state: {e}");
+        let saved = if changed {
+            self.store.save(&self.state)
+        } else {
+            self.store.save_heartbeat(&self.state)
+        };
+        match saved {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::error!("cannot save state: {e}"),
         }
     }
 }

@@ -140,8 +140,19 @@ impl StateStore {
         }
     }
 
-    /// Writes the state atomically: temp file, fsync, rename, fsync of the directory.
+    /// Writes the state atomically and durably: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
+        self.write(state, true)
+    }
+
+    /// Writes the state atomically but without forcing it to disk: for heartbeats (the last
+    /// cycle's time), where losing the newest copy to a power cut costs nothing. A crash of the
+    /// process still leaves either the old or the new file, never a torn one.
+    pub fn save_heartbeat(&self, state: &State) -> Result<(), StateError> {
+        self.write(state, false)
+    }
+
+    fn write(&self, state: &State, durable: bool) -> Result<(), StateError> {
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let mut data = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
@@ -157,9 +168,14 @@ impl StateStore {
                 .open(&tmp)
                 .map_err(io(&tmp))?;
             f.write_all(&data).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+            if durable {
+                f.sync_all().map_err(io(&tmp))?;
+            }
         }
         fs::rename(&tmp, &path).map_err(io(&path))?;
+        if !durable {
+            return Ok(());
+        }
         if let Ok(d) = File::open(&self.dir) {
             // Persist the rename itself; not every filesystem supports syncing a directory.
             let _ = d.sync_all();
