@@ -7,11 +7,13 @@
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
 //! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
+//! - [`probe`]: health probes of the configured instances (SSH banner, TCP, HTTP).
 //! - [`state`]: versioned state file, atomic writes, the lock.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod net;
+pub mod probe;
 pub mod provider;
 pub mod state;
 pub mod sync;
