@@ -7,7 +7,7 @@
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
 //! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
-//! - [`probe`]: health probes of the configured instances (SSH banner, TCP, HTTP).
+//! - [`probe`]: health probes, the pure remediation decision, and the persisted stop/start ladder.
 //! - [`state`]: versioned state file, atomic writes, the lock.
 #![forbid(unsafe_code)]
 

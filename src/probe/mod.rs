@@ -1,19 +1,155 @@
 //! Instance health: probe every configured instance, decide, and drive remediations.
 
 pub mod check;
+pub mod decide;
+pub mod remediate;
 
 pub use check::{run_check, ProbeFailure};
+pub use decide::{decide, observe, reset, Decision, Gates, HoldReason, InstanceRecord};
+pub use remediate::{advance, drive, Next, Remediation, Step};
 
 /// Test doubles shared by the probe tests: a scripted provider and loopback listeners.
 #[cfg(test)]
 pub(crate) mod testkit {
+    use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use async_trait::async_trait;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::task::JoinHandle;
+
+    use crate::config::{ProbeCheck, ProbeConfig};
+    use crate::provider::{
+        Instance, InstanceId, Power, PowerAction, PowerOutcome, PowerState, ProviderError,
+    };
+
+    /// A probe config with the A.3 defaults and a fast probe timeout.
+    pub fn cfg() -> ProbeConfig {
+        ProbeConfig {
+            instance: InstanceId("616516".into()),
+            address: None,
+            check: ProbeCheck::Ssh,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_millis(500),
+            failures: 3,
+            stop_timeout: Duration::from_secs(300),
+            start_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(300),
+            max_actions: 3,
+            window: Duration::from_secs(24 * 3600),
+            enabled: true,
+        }
+    }
+
+    /// How the fake provider reacts to power requests.
+    #[derive(Clone, Debug)]
+    pub struct Script {
+        pub stop_works: bool,
+        pub forcestop_works: bool,
+        pub start_works: bool,
+        /// The next this many power requests fail with HTTP 503.
+        pub fail_calls: u32,
+    }
+
+    impl Default for Script {
+        fn default() -> Self {
+            Script {
+                stop_works: true,
+                forcestop_works: true,
+                start_works: true,
+                fail_calls: 0,
+            }
+        }
+    }
+
+    /// An in-memory provider: power states change instantly when the script says they do.
+    pub struct FakePower {
+        pub states: Mutex<BTreeMap<String, PowerState>>,
+        pub calls: Arc<Mutex<Vec<(String, PowerAction)>>>,
+        pub script: Mutex<Script>,
+    }
+
+    impl FakePower {
+        pub fn new(states: &[(&str, PowerState)], script: Script) -> FakePower {
+            FakePower {
+                states: Mutex::new(
+                    states
+                        .iter()
+                        .map(|(id, s)| (id.to_string(), s.clone()))
+                        .collect(),
+                ),
+                calls: Arc::default(),
+                script: Mutex::new(script),
+            }
+        }
+
+        pub fn calls(&self) -> Vec<(String, PowerAction)> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// The instance list, without IPs (tests configure loopback addresses explicitly).
+        pub fn list(&self) -> Vec<Instance> {
+            self.states
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, s)| Instance {
+                    id: InstanceId(id.clone()),
+                    name: format!("vm-{id}"),
+                    power: s.clone(),
+                    ip: None,
+                })
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl Power for FakePower {
+        async fn list_instances(&self) -> Result<Vec<Instance>, ProviderError> {
+            Ok(self.list())
+        }
+
+        async fn power(
+            &self,
+            id: &InstanceId,
+            action: PowerAction,
+        ) -> Result<PowerOutcome, ProviderError> {
+            let script = {
+                let mut s = self.script.lock().unwrap();
+                if s.fail_calls > 0 {
+                    s.fail_calls -= 1;
+                    return Err(ProviderError::Unavailable {
+                        op: "statusupdate",
+                        status: 503,
+                    });
+                }
+                s.clone()
+            };
+            self.calls.lock().unwrap().push((id.0.clone(), action));
+            let mut states = self.states.lock().unwrap();
+            let state = states
+                .get_mut(&id.0)
+                .ok_or_else(|| ProviderError::NotFound {
+                    op: "statusupdate",
+                    what: format!("instance {id}"),
+                })?;
+            let (target, works) = match action {
+                PowerAction::Stop => (PowerState::Stopped, script.stop_works),
+                PowerAction::ForceStop => (PowerState::Stopped, script.forcestop_works),
+                PowerAction::Start => (PowerState::Running, script.start_works),
+            };
+            if *state == target {
+                return Ok(PowerOutcome::AlreadyInState);
+            }
+            if works {
+                *state = target;
+            }
+            Ok(PowerOutcome::Accepted)
+        }
+    }
 
     /// What a fake server on 127.0.0.1 does with each connection.
     #[derive(Clone, Debug)]
