@@ -8,6 +8,7 @@
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`resolver`]: public-IP sources behind the [`resolver::Resolver`] trait, and quorum.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
+//! - [`probe`]: health probes, the pure remediation decision and the persisted stop/start ladder.
 //! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
 //! - [`cycle`]: one sync cycle (resolve, sync every firewall, remember).
 //! - [`scheduler`]: the daemon loop: interval, jitter, backoff, reload, watchdog, shutdown.
@@ -24,6 +25,7 @@ pub mod cycle;
 pub mod demo;
 pub mod exit;
 pub mod net;
+pub mod probe;
 pub mod provider;
 pub mod resolver;
 pub mod scheduler;

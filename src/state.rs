@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::probe::InstanceRecord;
+
 /// Current format version of `state.json`.
 pub const VERSION: u32 = 1;
 const STATE_FILE: &str = "state.json";
@@ -37,7 +39,7 @@ pub struct State {
     pub firewalls: BTreeMap<String, FirewallRecord>,
     pub last_cycle: Option<CycleRecord>,
     /// Per instance id: probe health and remediation (owned by the prober).
-    pub instances: BTreeMap<String, serde_json::Value>,
+    pub instances: BTreeMap<String, InstanceRecord>,
 }
 
 /// What dynwall last confirmed about one firewall.

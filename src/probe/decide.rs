@@ -1,0 +1,658 @@
+//! The pure side of probing: per-instance counters and the decision whether to remediate.
+//!
+//! Nothing here reads the clock or does I/O: every function takes `now` (unix seconds) so the
+//! rules are table-tested and a persisted record means the same thing after a restart.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::remediate::Remediation;
+use crate::config::ProbeConfig;
+use crate::provider::PowerState;
+
+/// First pause between two remediations of one instance (A.3: 10 min, doubling).
+pub const BACKOFF_BASE_SECS: u64 = 10 * 60;
+/// Longest pause between two remediations of one instance (A.3: capped at 6 h).
+pub const BACKOFF_CAP_SECS: u64 = 6 * 3600;
+
+/// Whole seconds of a duration, rounded up, so a sub-second config value never becomes "no wait".
+pub fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// What dynwall remembers about one probed instance, persisted in the state file.
+///
+/// Times are unix seconds so the record keeps its meaning across restarts and `--once` runs;
+/// missing fields (an older state file) take their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceRecord {
+    /// Failed probes in a row that counted (failures inside grace do not).
+    pub consecutive_failures: u32,
+    pub last_probe_at: Option<u64>,
+    pub last_ok_at: Option<u64>,
+    /// Why the last failed probe (or remediation) failed.
+    pub last_error: Option<String>,
+    /// Until then probe failures do not count; ends early on the first success.
+    pub grace_until: Option<u64>,
+    /// Start times of remediations, for the rolling `window` budget (one stop…start is one entry).
+    pub actions: Vec<u64>,
+    /// No new remediation of this instance before then.
+    pub backoff_until: Option<u64>,
+    /// The budget was spent while the instance was down: no more actions until it answers a probe
+    /// again or the operator resets it.
+    pub given_up: bool,
+    /// A remediation was already taken in this incident and could not complete; a new one waits for
+    /// a successful probe (the end of the incident) or an operator reset.
+    pub incident_acted: bool,
+    /// The power state the provider reported last round (a change to `Running` starts a grace period).
+    pub last_api_state: Option<PowerState>,
+    /// The stop…start sequence in flight, if any.
+    pub remediation: Option<Remediation>,
+}
+
+impl InstanceRecord {
+    /// True while probe failures do not count.
+    pub fn in_grace(&self, now: u64) -> bool {
+        self.grace_until.is_some_and(|g| now < g)
+    }
+
+    /// `Some(true)` when the most recent probe succeeded, `None` before the first probe.
+    pub fn last_probe_ok(&self) -> Option<bool> {
+        self.last_probe_at.map(|p| self.last_ok_at == Some(p))
+    }
+
+    /// Remediations started within the rolling window ending at `now`.
+    pub fn actions_in_window(&self, cfg: &ProbeConfig, now: u64) -> u32 {
+        let window = secs(cfg.window);
+        let n = self
+            .actions
+            .iter()
+            .filter(|&&t| t.saturating_add(window) > now)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+/// Records the outcome of one probe.
+///
+/// A success resets the failure count, ends grace early, and ends the incident (clearing
+/// `incident_acted` and `given_up`). A failure inside grace is remembered but not counted.
+pub fn observe(rec: &mut InstanceRecord, ok: bool, error: Option<String>, now: u64) {
+    rec.last_probe_at = Some(now);
+    if ok {
+        rec.consecutive_failures = 0;
+        rec.last_ok_at = Some(now);
+        if rec.in_grace(now) {
+            rec.grace_until = None;
+        }
+        rec.incident_acted = false;
+        rec.given_up = false;
+    } else {
+        rec.last_error = Some(error.unwrap_or_else(|| "probe failed".to_string()));
+        if !rec.in_grace(now) {
+            rec.consecutive_failures = rec.consecutive_failures.saturating_add(1);
+        }
+    }
+}
+
+/// Records the power state the provider reported this round.
+///
+/// An instance seen turning `Running` after having been reported in another state was just
+/// started (by anyone): it gets the same grace period as after a remediation, so a slow boot is
+/// not mistaken for a hang.
+pub fn note_api_state(rec: &mut InstanceRecord, state: &PowerState, cfg: &ProbeConfig, now: u64) {
+    let was_other = rec
+        .last_api_state
+        .as_ref()
+        .is_some_and(|s| *s != PowerState::Running);
+    if was_other && *state == PowerState::Running && rec.remediation.is_none() {
+        rec.grace_until = Some(now.saturating_add(secs(cfg.grace)));
+        rec.consecutive_failures = 0;
+    }
+    rec.last_api_state = Some(state.clone());
+}
+
+/// The operator reset: forget the spent budget, the backoff and the incident.
+///
+/// An in-flight remediation is kept: an instance dynwall stopped is always started again.
+pub fn reset(rec: &mut InstanceRecord) {
+    rec.given_up = false;
+    rec.incident_acted = false;
+    rec.actions.clear();
+    rec.backoff_until = None;
+    rec.consecutive_failures = 0;
+}
+
+/// Pause after the `n`-th remediation within the window (n ≥ 1): `base × 2^(n-1)`, capped at
+/// [`BACKOFF_CAP_SECS`] and at the window.
+///
+/// `base` is [`BACKOFF_BASE_SECS`], shrunk to `window / (max_actions + 1)` when the window is short
+/// (tests use windows of minutes), so the whole budget can still be used within one window.
+pub fn backoff_delay(cfg: &ProbeConfig, n: u32) -> u64 {
+    let window = secs(cfg.window).max(1);
+    let base = BACKOFF_BASE_SECS
+        .min(window / (u64::from(cfg.max_actions) + 1))
+        .max(1);
+    let doublings = n.saturating_sub(1).min(32);
+    base.saturating_mul(1u64 << doublings)
+        .min(BACKOFF_CAP_SECS)
+        .min(window)
+}
+
+/// What the prober knows about the world this round, beyond the instance's own record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gates {
+    /// Some resolver source produced an accepted address this round (dynwall itself is online).
+    pub connectivity_ok: bool,
+    /// The firewall protecting this instance is confirmed in sync with the current address
+    /// (a stale rule would block dynwall's own probes).
+    pub firewall_in_sync: bool,
+    /// Power state from this round's instance list; `None` = API error or not listed: unknown,
+    /// never "down".
+    pub api_state: Option<PowerState>,
+    /// At least two instances were probed this round and more than half of them look down.
+    pub fleet_down_fraction_exceeded: bool,
+    /// Another instance's remediation is in flight (one at a time, A.2 rule 15).
+    pub other_remediation_in_flight: bool,
+    /// `--dry-run`: decide, log, but take no power action.
+    pub dry_run: bool,
+}
+
+/// The verdict for one instance this round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The last probe succeeded.
+    Healthy,
+    /// Some probes failed, fewer than `failures` in a row.
+    Failing { count: u32 },
+    /// Down (or unknown), but something says not to act.
+    Hold(HoldReason),
+    /// Down and every gate is open: start a stop…start sequence.
+    Remediate,
+    /// Down and the budget is spent: an operator should look.
+    GivenUp,
+    /// A remediation is in flight; it continues whatever the gates say.
+    InProgress,
+}
+
+/// Why a down (or unknown) instance is not remediated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Just started: failures do not count yet.
+    Grace,
+    /// No resolver source produced an accepted address: the problem may be ours.
+    ConnectivityInDoubt,
+    /// The firewall is not confirmed in sync: a stale rule may be what blocks the probe.
+    FirewallNotInSync,
+    /// The provider's power state is unknown (API error, or the instance is not listed).
+    ApiUnknown,
+    /// The provider reports another state: stopped on purpose, or a transition to let finish.
+    NotRunning(PowerState),
+    /// More than half the probed instances look down: an observer problem.
+    FleetDown,
+    /// A remediation in this incident could not complete; waiting for a success or a reset.
+    AlreadyActed,
+    /// Too soon after the previous remediation of this instance.
+    Backoff { until: u64 },
+    /// Another instance is being remediated.
+    OneAtATime,
+    /// `enabled = false`.
+    Disabled,
+    /// `--dry-run`: this is where dynwall would act.
+    DryRun,
+    /// No probe target: no `address` configured and the API reported no IP.
+    NoAddress,
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldReason::Grace => f.write_str("in grace after a start"),
+            HoldReason::ConnectivityInDoubt => {
+                f.write_str("dynwall's own connectivity is in doubt (no IP source answered)")
+            }
+            HoldReason::FirewallNotInSync => {
+                f.write_str("the firewall is not confirmed in sync with the current address")
+            }
+            HoldReason::ApiUnknown => f.write_str("the API did not report its power state"),
+            HoldReason::NotRunning(s) => write!(f, "the API reports it {s}"),
+            HoldReason::FleetDown => f.write_str("more than half the instances look down"),
+            HoldReason::AlreadyActed => {
+                f.write_str("already remediated in this incident; waiting for a success or a reset")
+            }
+            HoldReason::Backoff { until } => write!(f, "backing off until {until} (unix time)"),
+            HoldReason::OneAtATime => f.write_str("another instance is being remediated"),
+            HoldReason::Disabled => f.write_str("remediation is disabled for it"),
+            HoldReason::DryRun => f.write_str("dry run"),
+            HoldReason::NoAddress => f.write_str("no address to probe"),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Healthy => f.write_str("healthy"),
+            Decision::Failing { count } => write!(f, "failing ({count} in a row)"),
+            Decision::Hold(r) => write!(f, "holding: {r}"),
+            Decision::Remediate => f.write_str("remediate"),
+            Decision::GivenUp => f.write_str("given up"),
+            Decision::InProgress => f.write_str("remediation in progress"),
+        }
+    }
+}
+
+/// Decides what to do about one instance, from its record and this round's gates.
+///
+/// Order matters and is part of the contract:
+/// 1. an in-flight remediation always continues ([`Decision::InProgress`]);
+/// 2. `enabled = false` holds; a failure inside grace holds;
+/// 3. fewer than `failures` consecutive failures is [`Decision::Healthy`] / [`Decision::Failing`];
+/// 4. for a down instance the observer gates come first (connectivity, firewall, API state, fleet
+///    breaker) — when they are closed "down" cannot be trusted, so not even "given up" is claimed;
+/// 5. then the instance's own limits: given up, already acted in this incident, budget spent
+///    (⇒ [`Decision::GivenUp`]; the caller sets `given_up` and logs it loudly), backoff, one at a
+///    time;
+/// 6. dry run holds where dynwall would act; otherwise [`Decision::Remediate`].
+pub fn decide(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) -> Decision {
+    use HoldReason as H;
+    if rec.remediation.is_some() {
+        return Decision::InProgress;
+    }
+    if !cfg.enabled {
+        return Decision::Hold(H::Disabled);
+    }
+    if rec.in_grace(now) && rec.last_probe_ok() == Some(false) {
+        return Decision::Hold(H::Grace);
+    }
+    if rec.consecutive_failures < cfg.failures.max(1) {
+        return match rec.consecutive_failures {
+            0 => Decision::Healthy,
+            count => Decision::Failing { count },
+        };
+    }
+    if !gates.connectivity_ok {
+        return Decision::Hold(H::ConnectivityInDoubt);
+    }
+    if !gates.firewall_in_sync {
+        return Decision::Hold(H::FirewallNotInSync);
+    }
+    match &gates.api_state {
+        None => return Decision::Hold(H::ApiUnknown),
+        Some(PowerState::Running) => {}
+        Some(other) => return Decision::Hold(H::NotRunning(other.clone())),
+    }
+    if gates.fleet_down_fraction_exceeded {
+        return Decision::Hold(H::FleetDown);
+    }
+    if rec.given_up {
+        return Decision::GivenUp;
+    }
+    if rec.incident_acted {
+        return Decision::Hold(H::AlreadyActed);
+    }
+    if rec.actions_in_window(cfg, now) >= cfg.max_actions {
+        return Decision::GivenUp;
+    }
+    if let Some(until) = rec.backoff_until.filter(|&u| now < u) {
+        return Decision::Hold(H::Backoff { until });
+    }
+    if gates.other_remediation_in_flight {
+        return Decision::Hold(H::OneAtATime);
+    }
+    if gates.dry_run {
+        return Decision::Hold(H::DryRun);
+    }
+    Decision::Remediate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProbeCheck;
+    use crate::probe::remediate::{Remediation, Step};
+    use crate::provider::InstanceId;
+
+    fn cfg() -> ProbeConfig {
+        ProbeConfig {
+            instance: InstanceId("616516".into()),
+            address: None,
+            check: ProbeCheck::Ssh,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            failures: 3,
+            stop_timeout: Duration::from_secs(300),
+            start_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(300),
+            max_actions: 3,
+            window: Duration::from_secs(24 * 3600),
+            enabled: true,
+        }
+    }
+
+    fn open() -> Gates {
+        Gates {
+            connectivity_ok: true,
+            firewall_in_sync: true,
+            api_state: Some(PowerState::Running),
+            fleet_down_fraction_exceeded: false,
+            other_remediation_in_flight: false,
+            dry_run: false,
+        }
+    }
+
+    fn failed(rec: &mut InstanceRecord, n: u32, now: u64) {
+        for i in 0..n {
+            observe(
+                rec,
+                false,
+                Some("connection refused".into()),
+                now + u64::from(i),
+            );
+        }
+    }
+
+    fn down() -> InstanceRecord {
+        let mut rec = InstanceRecord::default();
+        failed(&mut rec, 3, 1_000);
+        rec
+    }
+
+    #[test]
+    fn counting_failures_and_a_success_resetting_them() {
+        let c = cfg();
+        let mut rec = InstanceRecord::default();
+        assert_eq!(decide(&rec, &c, &open(), 0), Decision::Healthy);
+        failed(&mut rec, 2, 10);
+        assert_eq!(rec.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            decide(&rec, &c, &open(), 20),
+            Decision::Failing { count: 2 }
+        );
+        observe(&mut rec, true, None, 30);
+        assert_eq!(rec.consecutive_failures, 0);
+        assert_eq!(rec.last_probe_ok(), Some(true));
+        assert_eq!(decide(&rec, &c, &open(), 30), Decision::Healthy);
+        failed(&mut rec, 3, 40);
+        assert_eq!(decide(&rec, &c, &open(), 50), Decision::Remediate);
+    }
+
+    #[test]
+    fn every_closed_gate_holds_a_down_instance() {
+        let c = cfg();
+        let rec = down();
+        let cases: Vec<(Gates, HoldReason)> = vec![
+            (
+                Gates {
+                    connectivity_ok: false,
+                    ..open()
+                },
+                HoldReason::ConnectivityInDoubt,
+            ),
+            (
+                Gates {
+                    firewall_in_sync: false,
+                    ..open()
+                },
+                HoldReason::FirewallNotInSync,
+            ),
+            (
+                Gates {
+                    api_state: None,
+                    ..open()
+                },
+                HoldReason::ApiUnknown,
+            ),
+            (
+                Gates {
+                    api_state: Some(PowerState::Stopped),
+                    ..open()
+                },
+                HoldReason::NotRunning(PowerState::Stopped),
+            ),
+            (
+                Gates {
+                    api_state: Some(PowerState::Other("OS installation In Progress".into())),
+                    ..open()
+                },
+                HoldReason::NotRunning(PowerState::Other("OS installation In Progress".into())),
+            ),
+            (
+                Gates {
+                    fleet_down_fraction_exceeded: true,
+                    ..open()
+                },
+                HoldReason::FleetDown,
+            ),
+            (
+                Gates {
+                    other_remediation_in_flight: true,
+                    ..open()
+                },
+                HoldReason::OneAtATime,
+            ),
+            (
+                Gates {
+                    dry_run: true,
+                    ..open()
+                },
+                HoldReason::DryRun,
+            ),
+        ];
+        for (gates, reason) in cases {
+            assert_eq!(
+                decide(&rec, &c, &gates, 2_000),
+                Decision::Hold(reason.clone()),
+                "{reason:?}"
+            );
+        }
+        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::Remediate);
+    }
+
+    #[test]
+    fn observer_gates_win_over_given_up_so_blindness_is_never_reported_as_a_dead_instance() {
+        let c = cfg();
+        let mut rec = down();
+        rec.given_up = true;
+        let blind = Gates {
+            connectivity_ok: false,
+            ..open()
+        };
+        assert_eq!(
+            decide(&rec, &c, &blind, 2_000),
+            Decision::Hold(HoldReason::ConnectivityInDoubt)
+        );
+        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::GivenUp);
+    }
+
+    #[test]
+    fn disabled_holds_and_an_in_flight_remediation_continues_whatever_the_gates() {
+        let mut c = cfg();
+        let mut rec = down();
+        c.enabled = false;
+        assert_eq!(
+            decide(&rec, &c, &open(), 2_000),
+            Decision::Hold(HoldReason::Disabled)
+        );
+        rec.remediation = Some(Remediation {
+            started_at: 1_500,
+            step: Step::Stopping { since: 1_500 },
+            issued: true,
+        });
+        let closed = Gates {
+            connectivity_ok: false,
+            firewall_in_sync: false,
+            api_state: None,
+            fleet_down_fraction_exceeded: true,
+            other_remediation_in_flight: true,
+            dry_run: true,
+        };
+        assert_eq!(decide(&rec, &c, &closed, 2_000), Decision::InProgress);
+    }
+
+    #[test]
+    fn grace_ignores_failures_and_ends_early_on_the_first_success() {
+        let c = cfg();
+        let mut rec = InstanceRecord {
+            grace_until: Some(1_300),
+            ..InstanceRecord::default()
+        };
+        failed(&mut rec, 5, 1_000);
+        assert_eq!(rec.consecutive_failures, 0);
+        assert_eq!(
+            decide(&rec, &c, &open(), 1_100),
+            Decision::Hold(HoldReason::Grace)
+        );
+        observe(&mut rec, true, None, 1_100);
+        assert_eq!(rec.grace_until, None, "the first success ends grace");
+        failed(&mut rec, 3, 1_110);
+        assert_eq!(rec.consecutive_failures, 3, "after grace, failures count");
+        assert_eq!(decide(&rec, &c, &open(), 1_200), Decision::Remediate);
+
+        // Without a success, failures count again once grace has expired.
+        let mut rec = InstanceRecord {
+            grace_until: Some(1_300),
+            ..InstanceRecord::default()
+        };
+        failed(&mut rec, 5, 1_297);
+        assert_eq!(
+            rec.consecutive_failures, 2,
+            "1297..1299 in grace; 1300 and 1301 count"
+        );
+    }
+
+    #[test]
+    fn an_instance_seen_starting_gets_a_grace_period() {
+        let c = cfg();
+        let mut rec = down();
+        note_api_state(&mut rec, &PowerState::Running, &c, 2_000);
+        assert_eq!(rec.grace_until, None, "first sighting is not a start");
+        note_api_state(&mut rec, &PowerState::Stopped, &c, 2_030);
+        note_api_state(&mut rec, &PowerState::Running, &c, 2_060);
+        assert_eq!(rec.grace_until, Some(2_360));
+        assert_eq!(rec.consecutive_failures, 0);
+        observe(&mut rec, false, None, 2_090);
+        assert_eq!(
+            decide(&rec, &c, &open(), 2_090),
+            Decision::Hold(HoldReason::Grace)
+        );
+    }
+
+    #[test]
+    fn acting_is_edge_triggered_within_an_incident() {
+        let c = cfg();
+        let mut rec = down();
+        rec.incident_acted = true;
+        failed(&mut rec, 10, 1_100);
+        assert_eq!(
+            decide(&rec, &c, &open(), 1_200),
+            Decision::Hold(HoldReason::AlreadyActed)
+        );
+        observe(&mut rec, true, None, 1_300);
+        assert!(!rec.incident_acted, "a success ends the incident");
+        failed(&mut rec, 3, 1_400);
+        assert_eq!(decide(&rec, &c, &open(), 1_500), Decision::Remediate);
+    }
+
+    #[test]
+    fn budget_spent_gives_up_until_healthy_or_reset() {
+        let c = cfg();
+        let mut rec = down();
+        rec.actions = vec![100, 5_000, 9_000];
+        assert_eq!(decide(&rec, &c, &open(), 10_000), Decision::GivenUp);
+        // Once an action leaves the rolling window the budget has room again.
+        let later = 100 + 24 * 3600;
+        assert_eq!(decide(&rec, &c, &open(), later), Decision::Remediate);
+
+        // The caller persists the verdict; it sticks even after the window rolls on …
+        rec.given_up = true;
+        assert_eq!(decide(&rec, &c, &open(), later), Decision::GivenUp);
+        // … until the instance answers again (the budget itself is still counted) …
+        observe(&mut rec, true, None, 10_100);
+        assert!(!rec.given_up);
+        failed(&mut rec, 3, 10_200);
+        assert_eq!(decide(&rec, &c, &open(), 10_300), Decision::GivenUp);
+        // … or the operator resets it, which also forgets the spent budget.
+        rec.given_up = true;
+        reset(&mut rec);
+        failed(&mut rec, 3, 10_400);
+        assert_eq!(decide(&rec, &c, &open(), 10_500), Decision::Remediate);
+    }
+
+    #[test]
+    fn reset_keeps_a_stopped_instance_on_its_way_back() {
+        let mut rec = down();
+        rec.given_up = true;
+        rec.remediation = Some(Remediation {
+            started_at: 1,
+            step: Step::Starting { since: 2 },
+            issued: false,
+        });
+        reset(&mut rec);
+        assert!(!rec.given_up);
+        assert!(rec.remediation.is_some());
+    }
+
+    #[test]
+    fn backoff_holds_until_it_expires() {
+        let c = cfg();
+        let mut rec = down();
+        rec.actions = vec![1_000];
+        rec.backoff_until = Some(2_000);
+        assert_eq!(
+            decide(&rec, &c, &open(), 1_999),
+            Decision::Hold(HoldReason::Backoff { until: 2_000 })
+        );
+        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::Remediate);
+    }
+
+    #[test]
+    fn backoff_doubles_from_ten_minutes_and_is_capped() {
+        let mut c = cfg();
+        let table = [(1, 600), (2, 1_200), (3, 2_400), (6, 19_200), (7, 21_600)];
+        c.max_actions = 10;
+        for (n, want) in table {
+            assert_eq!(backoff_delay(&c, n), want, "n = {n}");
+        }
+        assert_eq!(backoff_delay(&c, 40), BACKOFF_CAP_SECS);
+        // A short window shrinks the base so the budget still fits, and caps the pause.
+        c.window = Duration::from_secs(120);
+        c.max_actions = 3;
+        assert_eq!(backoff_delay(&c, 1), 30);
+        assert_eq!(backoff_delay(&c, 2), 60);
+        assert_eq!(backoff_delay(&c, 3), 120);
+        assert_eq!(backoff_delay(&c, 9), 120);
+    }
+
+    #[test]
+    fn zero_failures_in_config_is_treated_as_one_and_durations_round_up() {
+        let mut c = cfg();
+        c.failures = 0;
+        let mut rec = InstanceRecord::default();
+        assert_eq!(decide(&rec, &c, &open(), 0), Decision::Healthy);
+        failed(&mut rec, 1, 0);
+        assert_eq!(decide(&rec, &c, &open(), 1), Decision::Remediate);
+        assert_eq!(secs(Duration::from_millis(250)), 1);
+        assert_eq!(secs(Duration::from_secs(5)), 5);
+    }
+
+    #[test]
+    fn a_record_survives_a_json_round_trip_and_old_files_fill_defaults() {
+        let mut rec = down();
+        rec.remediation = Some(Remediation {
+            started_at: 7,
+            step: Step::ForceStopping { since: 9 },
+            issued: true,
+        });
+        rec.last_api_state = Some(PowerState::Other("x".into()));
+        let text = serde_json::to_string(&rec).unwrap();
+        let back: InstanceRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rec);
+        let old: InstanceRecord = serde_json::from_str(r#"{"consecutive_failures":2}"#).unwrap();
+        assert_eq!(old.consecutive_failures, 2);
+        assert!(old.actions.is_empty());
+    }
+}
