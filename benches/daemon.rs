@@ -27,12 +27,20 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// utime + stime of `pid`, in clock ticks (100 Hz on Linux).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = text.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+/// CPU time all threads of `pid` have spent on a CPU, in nanoseconds (`schedstat`: exact,
+/// rather than sampled in 10 ms ticks like `/proc/PID/stat`).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
 }
 
 fn write_config(
@@ -116,12 +124,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let calls_after_start = sim.call_log().len();
     let hits_start = a.hits();
-    let cpu_start = cpu_ticks(pid).unwrap_or(0);
+    let cpu_start = cpu_ns(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(55)).await;
     let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
     let cycles = a.hits() - hits_start;
-    let cpu = cpu_ticks(pid).unwrap_or(0) - cpu_start;
+    let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
     let steady_calls = sim.call_log().len() - calls_after_start;
     println!(
         "idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)",
@@ -129,10 +137,10 @@ async fn main() {
         hwm as f64 / 1024.0
     );
     println!(
-        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {} ms CPU in 55 s, 1 s interval)",
-        cpu as f64 * 10.0 / cycles.max(1) as f64,
+        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {:.1} ms CPU in 55 s, 1 s interval)",
+        cpu as f64 / 1e6 / cycles.max(1) as f64,
         cycles,
-        cpu * 10
+        cpu as f64 / 1e6
     );
     println!(
         "API calls in 55 s steady state: {steady_calls} (writes {}, tokens {} in total)",
@@ -154,15 +162,15 @@ async fn main() {
     let pid = child.id().expect("pid");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hits_start = a.hits();
-    let cpu_start = cpu_ticks(pid).unwrap_or(0);
+    let cpu_start = cpu_ns(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(20)).await;
     let cycles = a.hits() - hits_start;
-    let cpu = cpu_ticks(pid).unwrap_or(0) - cpu_start;
+    let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
     println!(
-        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {} ms CPU in 20 s, 100 ms interval)",
-        cpu as f64 * 10.0 / cycles.max(1) as f64,
+        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {:.1} ms CPU in 20 s, 100 ms interval)",
+        cpu as f64 / 1e6 / cycles.max(1) as f64,
         cycles,
-        cpu * 10
+        cpu as f64 / 1e6
     );
     let _ = child.kill().await;
     sim.shutdown().await;

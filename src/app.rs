@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Env, ProcessEnv};
-use crate::cycle::{FirewallOutcome, Syncer};
+use crate::cycle::{Engine, FirewallOutcome};
 use crate::exit::{AppError, Code};
 use crate::provider::indigo::IndigoClient;
 use crate::provider::Provider;
@@ -40,6 +40,7 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Ip { json }), ..) => ip(&path, *json).await,
         (Some(Command::Status { json }), ..) => status(&path, *json),
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
+        (Some(Command::Reset { instance }), ..) => reset(&path, instance),
         (Some(Command::Demo), ..) => crate::demo::run().await,
     };
     match result {
@@ -71,23 +72,23 @@ fn load(path: &Path) -> Result<Arc<Config>, AppError> {
 }
 
 /// Loads everything a run needs and takes the state lock.
-fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<Syncer, AppError> {
+fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<Engine, AppError> {
     let cfg = load(path)?;
     let store = StateStore::open(&cfg.daemon.state_dir)?;
     let resolvers = build_resolvers(&cfg)?;
     let provider = build_provider(&cfg, shutdown.clone())?;
-    Syncer::new(cfg, resolvers, provider, store, dry_run)
+    Engine::new(cfg, resolvers, provider, store, dry_run)
 }
 
 async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
     let reload = crate::signals::install(shutdown.clone())
         .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
-    let syncer = prepare(path, dry_run, &shutdown)?;
+    let engine = prepare(path, dry_run, &shutdown)?;
     tracing::info!(
         config = %path.display(),
-        firewalls = syncer.config.firewalls.len(),
-        interval = %humantime::format_duration(syncer.config.daemon.interval),
+        firewalls = engine.config.firewalls.len(),
+        interval = %humantime::format_duration(engine.config.daemon.interval),
         dry_run,
         "dynwall {} started",
         env!("CARGO_PKG_VERSION")
@@ -102,7 +103,7 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
             config,
         })
     };
-    scheduler::run(syncer, Notifier::from_env(), shutdown, reload, rebuild).await;
+    scheduler::run(engine, Notifier::from_env(), shutdown, reload, rebuild).await;
     Ok(Code::Ok)
 }
 
@@ -110,16 +111,45 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
     let _reload = crate::signals::install(shutdown.clone())
         .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
-    let mut syncer = prepare(path, dry_run, &shutdown)?;
+    let mut engine = prepare(path, dry_run, &shutdown)?;
     let report = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(Code::TempFail),
-        r = syncer.cycle() => r,
+        r = engine.cycle() => r,
     };
+    let mut code = report.code();
+    if engine.has_probes() {
+        // One probe round, then keep advancing a remediation in flight within its timeouts.
+        let deadline = std::time::Instant::now() + engine.remediation_limit();
+        loop {
+            let round = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(Code::TempFail),
+                r = engine.probe_round(true) => r,
+            };
+            match round {
+                Ok(r) if r.any_given_up() => code = code.worst(Code::Failure),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("probe round: {e}");
+                    code = code.worst(e.code());
+                    break;
+                }
+            }
+            if !engine.remediation_in_flight() || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(Code::TempFail),
+                _ = tokio::time::sleep(engine.probe_pause()) => {}
+            }
+        }
+    }
     if dry_run {
         let mut out = std::io::stdout().lock();
         for (i, r) in &report.firewalls {
-            let fw = &syncer.config.firewalls[*i];
+            let fw = &engine.config.firewalls[*i];
             let _ = match r {
                 Ok(FirewallOutcome::WouldUpdate(lines)) => lines
                     .iter()
@@ -129,7 +159,7 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
             };
         }
     }
-    Ok(report.code())
+    Ok(code)
 }
 
 async fn check(path: &Path) -> Result<Code, AppError> {
@@ -313,6 +343,45 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             let _ = writeln!(out, "last success: {}", ago(s));
         }
     }
+    let now = now_unix();
+    for p in &cfg.probes {
+        let Some(r) = st.instances.get(&p.instance.0) else {
+            let _ = writeln!(out, "instance {}: not probed yet", p.instance);
+            continue;
+        };
+        let health = match r.last_probe_ok() {
+            Some(true) => "healthy".to_string(),
+            Some(false) => format!(
+                "failing ({} in a row{})",
+                r.consecutive_failures,
+                r.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(": {e}"))
+            ),
+            None => "not probed yet".to_string(),
+        };
+        let incident = match (&r.remediation, r.given_up) {
+            (Some(rem), _) => format!(
+                "; remediating: {:?} since {}",
+                rem.step,
+                ago(rem.started_at)
+            ),
+            (None, true) => "; GIVEN UP: run `dynwall reset` once it is fixed".to_string(),
+            (None, false) if r.in_grace(now) => "; in grace after a start".to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "instance {}: {health}{incident}; budget {}/{} actions in {}",
+            p.instance,
+            r.actions_in_window(p, now),
+            p.max_actions,
+            humantime::format_duration(p.window),
+        );
+        if let Some(t) = r.actions.last() {
+            let _ = writeln!(out, "instance {}: last remediation {}", p.instance, ago(*t));
+        }
+    }
     for fw in &cfg.firewalls {
         let _ = match st.firewalls.get(&fw.template.0) {
             Some(r) => writeln!(
@@ -362,4 +431,29 @@ fn healthcheck(path: &Path) -> Result<Code, AppError> {
             Ok(Code::Failure)
         }
     }
+}
+
+/// Leaves a reset request for `instance` in the state directory; the next probe round (of the
+/// daemon or of a `--once` run) clears the instance's budget and "given up" mark.
+fn reset(path: &Path, instance: &str) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    if !cfg.probes.iter().any(|p| p.instance.0 == instance) {
+        eprintln!(
+            "dynwall: instance {instance} has no [[probe]] in {}",
+            path.display()
+        );
+        return Ok(Code::Usage);
+    }
+    let file = cfg
+        .daemon
+        .state_dir
+        .join(format!("{}{instance}", crate::cycle::RESET_PREFIX));
+    std::fs::write(&file, b"").map_err(|source| {
+        AppError::State(state::StateError::Io {
+            path: file.clone(),
+            source,
+        })
+    })?;
+    println!("reset of instance {instance} requested; it takes effect at the next probe round");
+    Ok(Code::Ok)
 }

@@ -48,6 +48,12 @@ pub enum Command {
     },
     /// Exit 0 iff the daemon's last cycle succeeded within three intervals.
     Healthcheck,
+    /// Clear an instance's remediation budget and "given up" mark (takes effect at the next
+    /// probe round, also while a daemon runs).
+    Reset {
+        /// The instance id.
+        instance: String,
+    },
     /// Run a self-contained demonstration against a built-in simulator on loopback.
     Demo,
 }

@@ -1,19 +1,29 @@
-//! One sync cycle: resolve the public address, bring every configured firewall to it, remember.
+//! The engine: sync cycles (resolve the public address, bring every firewall to it, remember) and
+//! probe rounds (check every instance, remediate what is really down), sharing one state.
 //!
 //! Frugal by design: when the address is unchanged and the last confirmation is younger than the
-//! `reconcile` period, a cycle makes no API call at all.
+//! `reconcile` period, a sync cycle makes no API call at all; a probe round makes one
+//! `getinstancelist` call for all instances.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, FirewallConfig};
 use crate::exit::{AppError, Code};
-use crate::provider::{InstanceId, Provider};
+use crate::probe::{self, RoundInput, RoundReport};
+use crate::provider::{FirewallId, InstanceId, Provider};
 use crate::resolver::{Resolution, ResolverSet};
 use crate::state::{now_unix, CycleRecord, FirewallRecord, State, StateStore};
 use crate::sync;
+
+/// While a remediation is in flight its instance is polled this often (one `getinstancelist`
+/// per poll): often enough to notice a stop within a minute, rare enough for a 6/min quota.
+pub const REMEDIATION_POLL: Duration = Duration::from_secs(20);
+/// File name prefix of an operator's reset request in the state directory (`dynwall reset`).
+pub const RESET_PREFIX: &str = "reset.";
 
 /// What one firewall did in a cycle.
 #[derive(Debug)]
@@ -67,7 +77,7 @@ impl CycleReport {
 }
 
 /// The long-lived sync context: config, sources, provider and state.
-pub struct Syncer {
+pub struct Engine {
     pub config: Arc<Config>,
     pub resolvers: ResolverSet,
     pub provider: Arc<dyn Provider>,
@@ -78,18 +88,22 @@ pub struct Syncer {
     known_instances: Option<BTreeSet<InstanceId>>,
     /// True when the state holds more than a new heartbeat since the last durable save.
     dirty: bool,
+    /// Templates whose last sync attempt failed (their rule is not confirmed for the address).
+    failed_firewalls: BTreeSet<FirewallId>,
+    /// When the address was last resolved, and whether any source gave an accepted answer.
+    last_resolution: Option<(Instant, bool)>,
 }
 
-impl Syncer {
+impl Engine {
     pub fn new(
         config: Arc<Config>,
         resolvers: ResolverSet,
         provider: Arc<dyn Provider>,
         store: StateStore,
         dry_run: bool,
-    ) -> Result<Syncer, AppError> {
+    ) -> Result<Engine, AppError> {
         let state = store.load()?;
-        Ok(Syncer {
+        Ok(Engine {
             config,
             resolvers,
             provider,
@@ -98,6 +112,8 @@ impl Syncer {
             dry_run,
             known_instances: None,
             dirty: false,
+            failed_firewalls: BTreeSet::new(),
+            last_resolution: None,
         })
     }
 
@@ -117,6 +133,7 @@ impl Syncer {
     /// Runs one cycle and persists its outcome (unless dry-run).
     pub async fn cycle(&mut self) -> CycleReport {
         let resolution = self.resolvers.resolve_until_settled().await;
+        self.last_resolution = Some((Instant::now(), resolution.any_accepted()));
         let ip = resolution.outcome.as_ref().ok().copied();
         let mut report = CycleReport {
             resolution,
@@ -143,8 +160,14 @@ impl Syncer {
                 let firewalls = self.config.firewalls.clone();
                 for (i, fw) in firewalls.iter().enumerate() {
                     let r = self.sync_one(i, fw, ip).await;
-                    if let Err(e) = &r {
-                        tracing::error!("firewall {}: {e}", fw.template);
+                    match &r {
+                        Ok(_) => {
+                            self.failed_firewalls.remove(&fw.template);
+                        }
+                        Err(e) => {
+                            tracing::error!("firewall {}: {e}", fw.template);
+                            self.failed_firewalls.insert(fw.template.clone());
+                        }
                     }
                     report.firewalls.push((i, r));
                 }
@@ -240,6 +263,151 @@ impl Syncer {
             template: fw.template.to_string(),
             missing,
         })
+    }
+
+    /// True when the config has probes.
+    pub fn has_probes(&self) -> bool {
+        !self.config.probes.is_empty()
+    }
+
+    /// True while some instance is in the middle of a stop/start.
+    pub fn remediation_in_flight(&self) -> bool {
+        self.config.probes.iter().any(|p| {
+            self.state
+                .instances
+                .get(&p.instance.0)
+                .is_some_and(|r| r.remediation.is_some())
+        })
+    }
+
+    /// The pause before the next probe round: the shortest probe interval, shorter while a
+    /// remediation is in flight.
+    pub fn probe_pause(&self) -> Duration {
+        let interval = self
+            .config
+            .probes
+            .iter()
+            .map(|p| p.interval)
+            .min()
+            .unwrap_or(crate::config::probe_defaults::INTERVAL);
+        if self.remediation_in_flight() {
+            interval.min(REMEDIATION_POLL)
+        } else {
+            interval
+        }
+    }
+
+    /// The longest a remediation can take (stop, forcestop, start), for `--once`.
+    pub fn remediation_limit(&self) -> Duration {
+        self.config
+            .probes
+            .iter()
+            .map(|p| 2 * p.stop_timeout + p.start_timeout)
+            .max()
+            .unwrap_or_default()
+            + REMEDIATION_POLL
+    }
+
+    /// True when every firewall that lists `id` is confirmed in sync with the current address.
+    fn firewall_confirmed(&self, id: &InstanceId) -> bool {
+        let current = self.state.last_ip;
+        self.config
+            .firewalls
+            .iter()
+            .filter(|f| f.instances.contains(id))
+            .all(|f| {
+                !self.failed_firewalls.contains(&f.template)
+                    && current.is_some()
+                    && self.state.firewalls.get(&f.template.0).map(|r| r.ip) == current
+            })
+    }
+
+    /// Applies the reset requests `dynwall reset` left in the state directory.
+    fn take_reset_requests(&mut self) {
+        let dir: PathBuf = self.store.dir().to_path_buf();
+        for p in &self.config.probes {
+            let file = dir.join(format!("{RESET_PREFIX}{}", p.instance));
+            if file.exists() {
+                if let Some(rec) = self.state.instances.get_mut(&p.instance.0) {
+                    probe::reset(rec);
+                }
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tracing::warn!("cannot remove {}: {e}", file.display());
+                }
+                tracing::warn!(instance = %p.instance, "operator reset: remediation budget and incident cleared");
+            }
+        }
+    }
+
+    /// Runs one probe round over the probes that are due (`all`: every probe, for `--once`).
+    pub async fn probe_round(&mut self, all: bool) -> Result<RoundReport, AppError> {
+        let now = now_unix();
+        self.take_reset_requests();
+        let due: Vec<_> = self
+            .config
+            .probes
+            .iter()
+            .filter(|p| {
+                let rec = self.state.instances.get(&p.instance.0);
+                all || rec.is_none_or(|r| {
+                    r.remediation.is_some()
+                        || r.last_probe_at.is_none_or(|t| {
+                            // Half a second of slack: a round that starts a hair early still counts.
+                            now.saturating_add(1) >= t.saturating_add(p.interval.as_secs())
+                        })
+                })
+            })
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return Ok(RoundReport::default());
+        }
+        // Our own connectivity: the last lookup if it is recent, else a fresh one.
+        let fresh = self.config.daemon.interval + self.probe_pause();
+        let connectivity_ok = match self.last_resolution {
+            Some((at, ok)) if at.elapsed() <= fresh => ok,
+            _ => {
+                let r = self.resolvers.resolve_until_settled().await;
+                let ok = r.any_accepted();
+                self.last_resolution = Some((Instant::now(), ok));
+                ok
+            }
+        };
+        let list = self.provider.list_instances().await;
+        let confirmed: BTreeSet<InstanceId> = due
+            .iter()
+            .map(|p| p.instance.clone())
+            .filter(|id| self.firewall_confirmed(id))
+            .collect();
+        let firewall_in_sync = move |id: &InstanceId| confirmed.contains(id);
+        let mut records = std::mem::take(&mut self.state.instances);
+        let base = self.state.clone();
+        let store = &self.store;
+        let dry_run = self.dry_run;
+        let mut persist = |recs: &probe::Records| -> Result<(), crate::state::StateError> {
+            if dry_run {
+                return Ok(());
+            }
+            let mut s = base.clone();
+            s.instances = recs.clone();
+            store.save(&s)
+        };
+        let result = probe::round(
+            &due,
+            self.provider.as_ref(),
+            &mut records,
+            RoundInput {
+                instances: list.as_ref().map(|v| v.as_slice()),
+                connectivity_ok,
+                firewall_in_sync: &firewall_in_sync,
+                dry_run,
+                now,
+            },
+            &mut persist,
+        )
+        .await;
+        self.state.instances = records;
+        Ok(result?)
     }
 
     fn record(&mut self, report: &CycleReport) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProcessEnv};
-use crate::cycle::Syncer;
+use crate::cycle::Engine;
 use crate::exit::{AppError, Code};
 use crate::scheduler;
 use crate::sim::{IndigoSim, IpEcho, PowerState, SimRule};
@@ -151,10 +151,10 @@ instances = [{INSTANCE}]
     let resolvers = crate::resolver::ResolverSet::from_config(&cfg.resolver)
         .map_err(|e| AppError::Setup(format!("demo: {e}")))?;
     let provider = crate::app::build_provider(&cfg, shutdown.clone())?;
-    let syncer = Syncer::new(cfg, resolvers, provider, store, false)?;
+    let engine = Engine::new(cfg, resolvers, provider, store, false)?;
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let daemon = tokio::spawn(scheduler::run(
-        syncer,
+        engine,
         Notifier::disabled(),
         shutdown.clone(),
         reload_rx,

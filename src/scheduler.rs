@@ -1,16 +1,18 @@
 //! The daemon loop: cycles on an interval with jitter, backs off on failure, reloads on SIGHUP,
 //! keeps the systemd watchdog fed, and stops promptly on cancellation.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::cycle::{CycleReport, Syncer};
+use crate::cycle::{CycleReport, Engine};
 use crate::exit::AppError;
+use crate::probe::{Health, RoundReport};
 use crate::provider::Provider;
 use crate::resolver::ResolverSet;
 use crate::systemd::Notifier;
@@ -43,7 +45,7 @@ pub fn next_delay(interval: Duration, failures: u32, jitter: f64) -> Duration {
     base.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0))
 }
 
-/// The `STATUS=` line after a cycle.
+/// The sync half of the `STATUS=` line.
 pub fn status_line(report: &CycleReport, config: &Config) -> String {
     match (&report.ip, report.error_summary()) {
         (Some(ip), None) => format!(
@@ -56,11 +58,63 @@ pub fn status_line(report: &CycleReport, config: &Config) -> String {
     }
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
+/// The probe half of the `STATUS=` line.
+pub fn probe_status(report: &RoundReport, probes: usize) -> String {
+    let up = report
+        .instances
+        .iter()
+        .filter(|i| matches!(i.health, Health::Up))
+        .count();
+    let mut line = format!("{up}/{probes} instances healthy");
+    let remediating = report
+        .instances
+        .iter()
+        .filter(|i| i.remediation.is_some())
+        .count();
+    if remediating > 0 {
+        line += &format!(", {remediating} being restarted");
+    }
+    let given_up = report.instances.iter().filter(|i| i.given_up).count();
+    if given_up > 0 {
+        line += &format!(", {given_up} given up");
+    }
+    if report.observer_problem {
+        line += ", observer problem";
+    }
+    line
+}
+
+/// Runs `work` unless shutdown comes first, feeding the watchdog meanwhile and bounding it by
+/// [`CYCLE_DEADLINE`]. `None` means shutdown.
+async fn guarded<T>(
+    shutdown: &CancellationToken,
+    watchdog: &mut tokio::time::Interval,
+    notifier: &Notifier,
+    work: impl Future<Output = T>,
+) -> Option<Result<T, tokio::time::error::Elapsed>> {
+    let work = tokio::time::timeout(CYCLE_DEADLINE, work);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            r = &mut work => return Some(r),
+            _ = watchdog.tick() => notifier.watchdog(),
+        }
+    }
+}
+
+fn jitter() -> f64 {
+    rand::thread_rng().gen_range(-1.0..=1.0)
+}
+
+/// Runs the daemon until `shutdown` is cancelled: sync cycles every `interval`, probe rounds
+/// every probe interval, one at a time (they share the API budget and the state).
 ///
 /// `rebuild` re-reads the configuration for a reload; on error the old one stays in force.
+/// Reloads happen only between cycles and rounds, never inside a remediation step.
 pub async fn run(
-    mut syncer: Syncer,
+    mut engine: Engine,
     notifier: Notifier,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
@@ -73,73 +127,104 @@ pub async fn run(
     let mut watchdog = tokio::time::interval(watchdog_every);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u32 = 0;
-    'outer: loop {
-        let report = {
-            let cycle = tokio::time::timeout(CYCLE_DEADLINE, syncer.cycle());
-            tokio::pin!(cycle);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break 'outer,
-                    r = &mut cycle => break r,
-                    _ = watchdog.tick() => notifier.watchdog(),
+    let mut next_sync = Instant::now();
+    let mut next_probe = Instant::now();
+    let mut sync_status = String::from("starting");
+    let mut probe_line: Option<String> = None;
+    let mut last_status = String::new();
+    loop {
+        let now = Instant::now();
+        if now >= next_sync {
+            let Some(outcome) = guarded(&shutdown, &mut watchdog, &notifier, engine.cycle()).await
+            else {
+                break;
+            };
+            let delay = match outcome {
+                Ok(report) => {
+                    sync_status = status_line(&report, &engine.config);
+                    failures = if report.ok() {
+                        0
+                    } else {
+                        failures.saturating_add(1)
+                    };
+                    next_delay(engine.config.daemon.interval, failures, jitter())
                 }
+                Err(_) => {
+                    tracing::error!(
+                        "sync cycle did not finish within {}; abandoned",
+                        humantime::format_duration(CYCLE_DEADLINE)
+                    );
+                    sync_status = "degraded: sync cycle timed out".to_string();
+                    failures = failures.saturating_add(1);
+                    next_delay(engine.config.daemon.interval, failures, 0.0)
+                }
+            };
+            if failures > 0 {
+                tracing::debug!(retry_in = %humantime::format_duration(delay), "sync cycle failed");
             }
-        };
-        let delay = match report {
-            Ok(report) => {
-                notifier.status(&status_line(&report, &syncer.config));
-                failures = if report.ok() {
-                    0
-                } else {
-                    failures.saturating_add(1)
-                };
-                next_delay(
-                    syncer.config.daemon.interval,
-                    failures,
-                    rand::thread_rng().gen_range(-1.0..=1.0),
-                )
+            next_sync = Instant::now() + delay;
+        } else if engine.has_probes() && now >= next_probe {
+            let Some(outcome) = guarded(
+                &shutdown,
+                &mut watchdog,
+                &notifier,
+                engine.probe_round(false),
+            )
+            .await
+            else {
+                break;
+            };
+            match outcome {
+                Ok(Ok(report)) if report.instances.is_empty() => {}
+                Ok(Ok(report)) => {
+                    probe_line = Some(probe_status(&report, engine.config.probes.len()));
+                }
+                Ok(Err(e)) => tracing::error!("probe round: {e}"),
+                Err(_) => tracing::error!("probe round did not finish in time; abandoned"),
             }
-            Err(_) => {
-                tracing::error!(
-                    "cycle did not finish within {}; abandoned",
-                    humantime::format_duration(CYCLE_DEADLINE)
-                );
-                notifier.status("degraded: cycle timed out");
-                failures = failures.saturating_add(1);
-                next_delay(syncer.config.daemon.interval, failures, 0.0)
-            }
-        };
-        if failures > 0 {
-            tracing::debug!(retry_in = %humantime::format_duration(delay), "cycle failed");
+            next_probe = Instant::now() + engine.probe_pause().mul_f64(1.0 + JITTER * jitter());
         }
-        let pause = tokio::time::sleep(delay);
-        tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break 'outer,
-                Some(()) = reload.recv() => {
-                    notifier.reloading();
-                    match rebuild() {
-                        Ok(r) => {
-                            if r.config.daemon.state_dir != syncer.config.daemon.state_dir {
-                                tracing::warn!(
-                                    "daemon.state_dir changed; the new directory takes effect after a restart"
-                                );
-                            }
-                            syncer.reconfigure(r.config, r.resolvers, r.provider);
-                            tracing::info!("configuration reloaded");
+        let status = match &probe_line {
+            Some(p) => format!("{sync_status}; {p}"),
+            None => sync_status.clone(),
+        };
+        if status != last_status {
+            notifier.status(&status);
+            last_status.clone_from(&status);
+        }
+
+        let wake = if engine.has_probes() {
+            next_sync.min(next_probe)
+        } else {
+            next_sync
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => {
+                notifier.reloading();
+                match rebuild() {
+                    Ok(r) => {
+                        if r.config.daemon.state_dir != engine.config.daemon.state_dir {
+                            tracing::warn!(
+                                "daemon.state_dir changed; the new directory takes effect after a restart"
+                            );
                         }
-                        Err(e) => tracing::error!("reload failed; keeping the previous configuration: {e}"),
+                        engine.reconfigure(r.config, r.resolvers, r.provider);
+                        tracing::info!("configuration reloaded");
+                        next_sync = Instant::now();
+                        next_probe = Instant::now();
+                        failures = 0;
                     }
-                    notifier.ready();
-                    failures = 0;
-                    break;
+                    Err(e) => {
+                        tracing::error!("reload failed; keeping the previous configuration: {e}");
+                        notifier.status(&format!("{status}; reload failed, old configuration kept"));
+                    }
                 }
-                _ = watchdog.tick() => notifier.watchdog(),
-                _ = &mut pause => break,
+                notifier.ready();
             }
+            _ = watchdog.tick() => notifier.watchdog(),
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
     notifier.stopping();
