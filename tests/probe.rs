@@ -1,0 +1,271 @@
+//! The real binary's prober against the simulator's instances and fake SSH endpoints:
+//! remediation, its guards (SPEC invariant 6) and its persistence (invariant 7).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dynwall::sim::{Endpoint, PowerState};
+
+/// A world whose instances answer SSH on loopback; our connections come from `OLD_IP`.
+async fn world() -> World {
+    let w = World::with(
+        sim_builder()
+            .ssh_endpoints(true)
+            .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
+        2,
+    )
+    .await;
+    w.sim.set_client_ip(OLD_IP);
+    w
+}
+
+fn probe_table(w: &World, id: u64, extra: &str) -> String {
+    let addr = w.sim.ssh_addr(id).expect("ssh endpoint");
+    format!(
+        "[[probe]]\ninstance = {id}\naddress = \"{addr}\"\ninterval = \"1s\"\ntimeout = \"400ms\"\n\
+         failures = 2\nstop_timeout = \"2s\"\nstart_timeout = \"5s\"\ngrace = \"2s\"\n{extra}\n"
+    )
+}
+
+fn config(w: &World, probes: &str) -> std::path::PathBuf {
+    w.config_with(
+        "interval = \"1s\"",
+        &format!("[[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}, {DB}]\n"),
+        probes,
+    )
+}
+
+fn verbs(w: &World, id: u64) -> Vec<String> {
+    w.sim
+        .power_log()
+        .into_iter()
+        .filter(|(i, _)| *i == id)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn record(w: &World, id: u64) -> serde_json::Value {
+    state_json(w)["instances"][id.to_string()].clone()
+}
+
+async fn stop(mut daemon: tokio::process::Child) -> String {
+    signal(&daemon, "TERM").await;
+    let out = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = daemon.wait().await;
+        let mut err = String::new();
+        if let Some(mut e) = daemon.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut err).await;
+        }
+        err
+    })
+    .await
+    .expect("daemon stops");
+    out
+}
+
+#[tokio::test]
+async fn a_hung_instance_gets_exactly_one_stop_and_one_start() {
+    let w = world().await;
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        record(&w, WEB)["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_responsive(WEB, false);
+    eventually(Duration::from_secs(30), "stop, start and a healthy probe again", || {
+        verbs(&w, WEB) == ["stop", "start"]
+            && record(&w, WEB)["remediation"].is_null()
+            && record(&w, WEB)["consecutive_failures"] == 0
+            && w.sim.instance(WEB).is_some_and(|i| i.power == PowerState::Running)
+    })
+    .await;
+    // Healthy again: no further action.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(verbs(&w, WEB), ["stop", "start"]);
+    assert!(verbs(&w, DB).is_empty(), "the healthy instance is untouched");
+    let log = stop(daemon).await;
+    assert!(log.contains("stopping"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stop_that_never_completes_is_forced_after_stop_timeout() {
+    let w = world().await;
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        record(&w, WEB)["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_hung(WEB, true);
+    w.sim.set_responsive(WEB, false);
+    eventually(Duration::from_secs(40), "stop, forcestop, start", || {
+        verbs(&w, WEB) == ["stop", "forcestop", "start"]
+            && w.sim.instance(WEB).is_some_and(|i| i.power == PowerState::Running)
+    })
+    .await;
+    let log = stop(daemon).await;
+    assert!(log.contains("forcestop"), "{log}");
+}
+
+#[tokio::test]
+async fn an_instance_that_never_recovers_is_given_up_after_its_budget() {
+    let w = world().await;
+    // Two remediations per 30 s window (backoff between them: 30 s / 3 = 10 s). Once given up,
+    // the instance stays given up even after the window rolls on.
+    let cfg = config(&w, &probe_table(&w, WEB, "max_actions = 2\nwindow = \"30s\""));
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        record(&w, WEB)["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_broken(WEB, true);
+    w.sim.set_responsive(WEB, false);
+    eventually(Duration::from_secs(60), "given up", || {
+        record(&w, WEB)["given_up"] == true
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(verbs(&w, WEB), ["stop", "start", "stop", "start"]);
+    let log = stop(daemon).await;
+    assert!(log.contains("given up") || log.contains("GIVEN UP"), "{log}");
+
+    let status = run(&cfg, &["status"]).await;
+    assert!(String::from_utf8_lossy(&status.stdout).contains("GIVEN UP"), "{}", text(&status));
+    // A --once run reports it: an operator should look.
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert_eq!(verbs(&w, WEB).len(), 4, "no action once given up");
+
+    // The operator resets the budget: dynwall may act again (two failed probes, then a restart).
+    let out = run(&cfg, &["reset", &WEB.to_string()]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(record(&w, WEB)["given_up"], false);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(verbs(&w, WEB), ["stop", "start", "stop", "start", "stop", "start"]);
+}
+
+/// Runs the daemon against an unresponsive WEB for a while and asserts no power request at all.
+async fn assert_no_action(w: &World, cfg: &std::path::Path, args: &[&str]) -> String {
+    let mut c = bin();
+    c.arg("-c").arg(cfg).args(args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let daemon = c.spawn().expect("daemon");
+    eventually(Duration::from_secs(20), "several failed probes", || {
+        w.sim.ssh_connections(WEB) >= 5
+    })
+    .await;
+    let log = stop(daemon).await;
+    assert!(w.sim.power_log().is_empty(), "no power request: {log}");
+    assert_eq!(w.sim.calls(Endpoint::StatusUpdate), 0, "{log}");
+    log
+}
+
+#[tokio::test]
+async fn no_action_when_no_source_answers() {
+    let w = world().await;
+    for s in &w.sources {
+        s.set_status(503);
+    }
+    w.sim.set_responsive(WEB, false);
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    let log = assert_no_action(&w, &cfg, &[]).await;
+    assert!(log.contains("connectivity") || log.contains("no usable public address"), "{log}");
+}
+
+#[tokio::test]
+async fn no_action_while_the_firewall_rule_is_stale() {
+    let w = world().await;
+    // The home address moved, but the firewall cannot be updated: our probes are blocked by our
+    // own stale rule, and the instance must not pay for it.
+    w.set_ip(NEW_IP);
+    w.sim.set_client_ip(NEW_IP);
+    w.sim.fail_next_on(Endpoint::UpdateFirewall, 1000, 400);
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    assert_no_action(&w, &cfg, &[]).await;
+    assert_eq!(w.owned_sources(), vec![OLD_IP.to_string()]);
+}
+
+#[tokio::test]
+async fn a_deliberately_stopped_instance_is_left_alone() {
+    let w = world().await;
+    w.sim.set_power(WEB, PowerState::Stopped);
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    assert_no_action(&w, &cfg, &[]).await;
+    assert_eq!(w.sim.instance(WEB).map(|i| i.power), Some(PowerState::Stopped));
+}
+
+#[tokio::test]
+async fn half_the_fleet_down_is_an_observer_problem_not_two_reboots() {
+    let w = world().await;
+    w.sim.set_responsive(WEB, false);
+    w.sim.set_responsive(DB, false);
+    let probes = probe_table(&w, WEB, "") + &probe_table(&w, DB, "");
+    let cfg = config(&w, &probes);
+    let log = assert_no_action(&w, &cfg, &[]).await;
+    assert!(log.contains("observer problem"), "{log}");
+}
+
+#[tokio::test]
+async fn dry_run_logs_the_intended_action_and_takes_none() {
+    let w = world().await;
+    w.sim.set_responsive(WEB, false);
+    let cfg = config(&w, &probe_table(&w, WEB, ""));
+    let log = assert_no_action(&w, &cfg, &["run", "--dry-run"]).await;
+    assert!(log.contains("dry run"), "{log}");
+}
+
+#[tokio::test]
+async fn an_instance_stopped_by_a_killed_daemon_is_started_by_the_next_run() {
+    let w = World::with(
+        sim_builder()
+            .ssh_endpoints(true)
+            .power_delays(Duration::from_secs(2), Duration::from_millis(300)),
+        2,
+    )
+    .await;
+    w.sim.set_client_ip(OLD_IP);
+    let cfg = config(&w, &probe_table(&w, WEB, "stop_timeout = \"20s\""));
+    let mut daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        record(&w, WEB)["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_responsive(WEB, false);
+    eventually(Duration::from_secs(20), "the stop", || verbs(&w, WEB) == ["stop"]).await;
+    signal(&daemon, "KILL").await;
+    let _ = daemon.wait().await;
+    assert_eq!(record(&w, WEB)["remediation"]["step"], "stopping", "{}", record(&w, WEB));
+
+    eventually(Duration::from_secs(10), "the instance stopped", || {
+        w.sim.instance(WEB).is_some_and(|i| i.power == PowerState::Stopped)
+    })
+    .await;
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(verbs(&w, WEB), ["stop", "start"]);
+    assert_eq!(w.sim.instance(WEB).map(|i| i.power), Some(PowerState::Running));
+}
+
+#[tokio::test]
+async fn a_round_costs_one_instance_list_for_all_instances() {
+    let w = world().await;
+    let probes = probe_table(&w, WEB, "") + &probe_table(&w, DB, "");
+    let cfg = config(&w, &probes);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1);
+    assert_eq!(w.sim.ssh_connections(WEB), 1);
+    assert_eq!(w.sim.ssh_connections(DB), 1);
+    let status = run(&cfg, &["status"]).await;
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(out.contains(&format!("instance {WEB}: healthy")), "{out}");
+    assert!(out.contains("budget 0/3"), "{out}");
+}
