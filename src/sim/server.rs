@@ -1,4 +1,4 @@
-//! Loopback HTTP/1 server plumbing and small wire helpers shared by the simulators.
+//! Loopback TCP and HTTP/1 server plumbing and small wire helpers shared by the simulators.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -44,10 +44,21 @@ impl Server {
         H: Fn(SimRequest) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        Server::start_tcp(move |stream| serve_http(stream, handler.clone())).await
+    }
+
+    /// Binds 127.0.0.1 on an ephemeral port and hands every accepted connection to `on_accept`,
+    /// which runs in the accept loop (so it sees the world at accept time) and returns the
+    /// connection's task. Connection tasks still running at shutdown are aborted.
+    pub(crate) async fn start_tcp<C, F>(on_accept: C) -> io::Result<Server>
+    where
+        C: FnMut(TcpStream) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, cancel.clone(), handler));
+        let task = tokio::spawn(accept_loop(listener, cancel.clone(), on_accept));
         Ok(Server {
             addr,
             cancel,
@@ -79,36 +90,44 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop<H, F>(listener: TcpListener, cancel: CancellationToken, handler: H)
+async fn accept_loop<C, F>(listener: TcpListener, cancel: CancellationToken, mut on_accept: C)
 where
-    H: Fn(SimRequest) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    C: FnMut(TcpStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            biased;
             () = cancel.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let handler = handler.clone();
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(dispatch(req, handler).await) }
-                    });
-                    conns.spawn(async move {
-                        // A client hanging up mid-request is normal for a test server.
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+                    conns.spawn(on_accept(stream));
                 }
                 // Out of file descriptors and the like: back off briefly instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             },
         }
     }
+    drop(listener);
     conns.shutdown().await;
+}
+
+/// Serves HTTP/1 requests on one connection until the client hangs up.
+async fn serve_http<H, F>(stream: TcpStream, handler: H)
+where
+    H: Fn(SimRequest) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(dispatch(req, handler).await) }
+    });
+    // A client hanging up mid-request is normal for a test server.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn dispatch<H, F>(req: Request<Incoming>, handler: H) -> Response<Body>

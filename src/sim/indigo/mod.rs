@@ -13,6 +13,9 @@
 //!   of the assignments; answers `sucessCode` F6004).
 //! - `GET vm/getinstancelist` and `POST vm/instance/statusupdate` with timed power transitions
 //!   (`Stopping`/`Starting` until the configured delay has passed, computed lazily).
+//! - Optionally ([`SimBuilder::ssh_endpoints`]) one loopback SSH endpoint per instance that
+//!   sends a version line only while the instance is `Running`, its guest responsive and its
+//!   firewall templates admit the client address ([`IndigoSim::set_client_ip`]) to TCP port 22.
 //! - The gateway: `X-Quota-*`, `X-Request-Id` and CORS headers on every response, a fixed-window
 //!   quota and a spike-arrest limiter answering 429 with the gateway's body, 401 for bad tokens.
 //!
@@ -29,12 +32,14 @@
 //! S10001, and the answer to an injected 4xx (I10037 "License Failed To Update.").
 
 mod routes;
+mod ssh;
 mod state;
 mod wire;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -170,11 +175,18 @@ pub struct SimInstance {
     pub power: PowerState,
     /// True when a stop on this instance never completes.
     pub hung: bool,
+    /// False while the guest is hung: its SSH endpoint accepts but never answers.
+    pub responsive: bool,
+    /// True when a stop/start does not cure a hung guest.
+    pub broken: bool,
 }
 
-/// A running Indigo simulator. Dropping it (or [`IndigoSim::shutdown`]) stops the server.
+/// A running Indigo simulator. Dropping it (or [`IndigoSim::shutdown`]) stops the server and
+/// the SSH endpoints.
 pub struct IndigoSim {
     server: Server,
+    /// One fake SSH endpoint per instance, when enabled.
+    ssh: BTreeMap<u64, Server>,
     state: Arc<Mutex<State>>,
 }
 
@@ -271,6 +283,8 @@ impl IndigoSim {
                 ip: i.ip.clone(),
                 power: i.power,
                 hung: i.hung,
+                responsive: i.responsive,
+                broken: i.broken,
             }
         })
     }
@@ -280,8 +294,11 @@ impl IndigoSim {
     pub fn set_power(&self, id: u64, state: PowerState) -> bool {
         let now = Instant::now();
         let mut st = self.lock();
+        let (stop, start) = (st.cfg.stop_delay, st.cfg.start_delay);
         match st.instances.get_mut(&id) {
             Some(i) => {
+                // A transition that already completed did happen (it may have cured a hang).
+                i.settle(now, stop, start);
                 i.set_power(state, now);
                 true
             }
@@ -300,6 +317,64 @@ impl IndigoSim {
             }
             None => false,
         }
+    }
+
+    /// Makes the guest of instance `id` hang (`false`: its SSH endpoint accepts and stays silent)
+    /// or recover (`true`). A hung guest recovers by itself once a stop or forcestop has brought
+    /// the instance to `Stopped` and it is `Running` again, unless it is broken
+    /// ([`IndigoSim::set_broken`]); a reset does not cure it. Independent of
+    /// [`IndigoSim::set_hung`]. False if the instance does not exist.
+    pub fn set_responsive(&self, id: u64, responsive: bool) -> bool {
+        let mut st = self.lock();
+        match st.instances.get_mut(&id) {
+            Some(i) => {
+                i.set_responsive(responsive);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks instance `id` broken (`true`: its guest hangs now and a stop/start no longer cures
+    /// it; only [`IndigoSim::set_responsive`] does) or repairable again (`false`, which leaves a
+    /// current hang in place). False if the instance does not exist.
+    pub fn set_broken(&self, id: u64, broken: bool) -> bool {
+        let mut st = self.lock();
+        match st.instances.get_mut(&id) {
+            Some(i) => {
+                i.broken = broken;
+                if broken {
+                    i.set_responsive(false);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets the public address our SSH connections appear to come from, checked against the
+    /// inbound rules of the instance's templates. Until it is set every firewall admits; an
+    /// address that does not parse is admitted by none.
+    pub fn set_client_ip(&self, ip: &str) {
+        self.lock().client_ip = Some(ip.to_owned());
+    }
+
+    /// The SSH endpoint of instance `id` (127.0.0.1, ephemeral port); `None` when endpoints are
+    /// off ([`SimBuilder::ssh_endpoints`]) or the instance was not given to the builder. It stays
+    /// bound after the instance is destroyed and then closes every connection.
+    pub fn ssh_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.ssh.get(&id).map(Server::addr)
+    }
+
+    /// Connections accepted so far on the SSH endpoint of instance `id`, whatever they got.
+    pub fn ssh_connections(&self, id: u64) -> usize {
+        self.lock().ssh_conns.get(&id).copied().unwrap_or(0)
+    }
+
+    /// `(instance id, verb)` of every `statusupdate` that took effect (answered 2xx, the I10025
+    /// stop included), in arrival order. Refused and fault-injected requests are not listed.
+    pub fn power_log(&self) -> Vec<(u64, String)> {
+        self.lock().power_log.clone()
     }
 
     /// Deletes instance `id` behind dynwall's back (gone from the list and all assignments).
@@ -347,9 +422,14 @@ impl IndigoSim {
         }
     }
 
-    /// Stops the server and waits until it no longer accepts connections.
+    /// Stops the server and the SSH endpoints and waits until they no longer accept connections
+    /// and every connection is closed.
     pub async fn shutdown(self) {
-        self.server.shutdown().await;
+        let IndigoSim { server, ssh, .. } = self;
+        server.shutdown().await;
+        for endpoint in ssh.into_values() {
+            endpoint.shutdown().await;
+        }
     }
 }
 
@@ -366,6 +446,7 @@ pub struct SimBuilder {
     start_delay: Duration,
     absent: AbsentInstances,
     stop_i10025: bool,
+    ssh_endpoints: bool,
     instances: Vec<SimInstance>,
     templates: Vec<SimTemplate>,
 }
@@ -383,6 +464,7 @@ impl Default for SimBuilder {
             start_delay: Duration::from_secs(1),
             absent: AbsentInstances::Keep,
             stop_i10025: false,
+            ssh_endpoints: false,
             instances: Vec::new(),
             templates: Vec::new(),
         }
@@ -427,6 +509,8 @@ impl SimBuilder {
             ip: ip.to_owned(),
             power,
             hung: false,
+            responsive: true,
+            broken: false,
         });
         self
     }
@@ -471,11 +555,28 @@ impl SimBuilder {
         self
     }
 
+    /// When true, [`SimBuilder::start`] binds a fake SSH endpoint on 127.0.0.1:0 for every
+    /// instance added here (default off); see [`IndigoSim::ssh_addr`]. A connection gets
+    /// `SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n` iff, when it is accepted, the instance is `Running`,
+    /// responsive, and admitted by its firewall. Otherwise a stopped (or transitioning) instance
+    /// closes the connection at once, and a hung guest or a blocking firewall holds it open
+    /// without a word, like a dropped packet.
+    pub fn ssh_endpoints(mut self, on: bool) -> Self {
+        self.ssh_endpoints = on;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and starts serving. Fails on a template assigned to an unknown instance.
     pub async fn start(self) -> io::Result<IndigoSim> {
+        let ssh_ids: Vec<u64> = if self.ssh_endpoints {
+            self.instances.iter().map(|i| i.id).collect()
+        } else {
+            Vec::new()
+        };
         let state = Arc::new(Mutex::new(State::from_builder(self)?));
         let shared = Arc::clone(&state);
         let server = Server::start(move |req| routes::handle(Arc::clone(&shared), req)).await?;
-        Ok(IndigoSim { server, state })
+        let ssh = ssh::start_endpoints(&state, &ssh_ids).await?;
+        Ok(IndigoSim { server, ssh, state })
     }
 }

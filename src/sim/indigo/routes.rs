@@ -747,7 +747,7 @@ fn status_update(st: &mut State, req: &SimRequest, now: Instant) -> Answer {
             power_success("I20009", "Instance has stopped successfully ", "shutoff")
         }
     };
-    match (verb, inst.power) {
+    let answer = match (verb, inst.power) {
         ("start", PowerState::Stopped) => {
             inst.set_power(PowerState::Starting, now);
             inst.settle(now, stop_delay, start_delay);
@@ -789,7 +789,12 @@ fn status_update(st: &mut State, req: &SimRequest, now: Instant) -> Answer {
         ),
         ("start" | "stop" | "forcestop" | "reset" | "destroy", _) => busy(),
         _ => business_error(400, "I10020", "Invalid status."),
+    };
+    // Every refusal above is a 4xx; a 2xx (I10025 included) means the request took effect.
+    if answer.is_success() {
+        st.power_log.push((id, verb.to_owned()));
     }
+    answer
 }
 
 #[cfg(test)]

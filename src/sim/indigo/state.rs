@@ -77,6 +77,13 @@ pub(crate) struct InstanceRec {
     /// When the current transition began.
     pub since: Instant,
     pub hung: bool,
+    /// False while the guest is hung: SSH connects but never answers.
+    pub responsive: bool,
+    /// A hang that a stop/start does not cure.
+    pub broken: bool,
+    /// The instance reached `Stopped` since it last became unresponsive; reaching `Running`
+    /// again cures the hang (unless broken).
+    pub cold_since_hang: bool,
     pub created: SystemTime,
     pub changed: SystemTime,
 }
@@ -93,6 +100,7 @@ impl InstanceRec {
         if settled != self.power {
             self.power = settled;
             self.changed = SystemTime::now();
+            self.entered(settled);
         }
     }
 
@@ -100,6 +108,29 @@ impl InstanceRec {
         self.power = power;
         self.since = now;
         self.changed = SystemTime::now();
+        self.entered(power);
+    }
+
+    /// Marks the guest hung (`false`) or fine (`true`); a new hang needs a new stop to be cured.
+    pub(crate) fn set_responsive(&mut self, responsive: bool) {
+        self.responsive = responsive;
+        if !responsive {
+            self.cold_since_hang = false;
+        }
+    }
+
+    /// A stop that completed followed by reaching `Running` is a cold boot, which cures a hang.
+    fn entered(&mut self, power: PowerState) {
+        match power {
+            PowerState::Stopped => self.cold_since_hang = true,
+            PowerState::Running if self.cold_since_hang => {
+                self.cold_since_hang = false;
+                if !self.broken {
+                    self.responsive = true;
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -119,6 +150,12 @@ pub(crate) struct State {
     pub log: Vec<CallRecord>,
     pub throttled: usize,
     pub updates: Vec<String>,
+    /// `(instance id, verb)` of every `statusupdate` that took effect, in order.
+    pub power_log: Vec<(u64, String)>,
+    /// The public address our SSH connections appear to come from; `None` passes every firewall.
+    pub client_ip: Option<String>,
+    /// Connections accepted per instance SSH endpoint.
+    pub ssh_conns: HashMap<u64, usize>,
 }
 
 impl State {
@@ -138,6 +175,9 @@ impl State {
                     power: i.power,
                     since: now,
                     hung: i.hung,
+                    responsive: i.responsive,
+                    broken: i.broken,
+                    cold_since_hang: false,
                     created,
                     changed: created,
                 };
@@ -190,6 +230,9 @@ impl State {
             log: Vec::new(),
             throttled: 0,
             updates: Vec::new(),
+            power_log: Vec::new(),
+            client_ip: None,
+            ssh_conns: HashMap::new(),
         })
     }
 

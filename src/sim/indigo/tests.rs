@@ -917,3 +917,334 @@ async fn shutdown_closes_the_port() {
         .await
         .is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// SSH endpoints
+
+/// What an SSH endpoint did with one connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Greeted {
+    /// These bytes arrived (all of them up to the first line end).
+    Line(String),
+    /// The connection was closed without a byte.
+    Closed,
+    /// Nothing arrived within the wait and the connection stayed open.
+    Silent,
+}
+
+/// How long a silent endpoint is given to say something.
+const SILENCE: Duration = Duration::from_millis(200);
+
+async fn greet(addr: std::net::SocketAddr) -> Greeted {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(SILENCE, stream.read(&mut buf)).await {
+            Err(_) if got.is_empty() => return Greeted::Silent,
+            Err(_) => panic!("partial line {got:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) if got.is_empty() => return Greeted::Closed,
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed after {got:?}"),
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"\n") {
+                    return Greeted::Line(String::from_utf8(got).unwrap());
+                }
+            }
+        }
+    }
+}
+
+fn banner() -> Greeted {
+    Greeted::Line("SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n".to_owned())
+}
+
+const HOME: &str = "220.146.61.235";
+
+/// `world` with SSH endpoints, fast power transitions and a second running instance, 19, that
+/// shares template 55 with 16.
+async fn ssh_world() -> Api {
+    let b = world(relaxed())
+        .instance(19, "web2", "192.0.2.19", PowerState::Running)
+        .template(
+            55,
+            "home-ssh",
+            vec![ssh(HOME), SimRule::new("HTTPS", "TCP", "443", "0.0.0.0/0")],
+            vec![],
+            &[16, 17, 19],
+        )
+        .power_delays(Duration::from_millis(40), Duration::from_millis(40))
+        .ssh_endpoints(true);
+    Api::new(b).await
+}
+
+impl Api {
+    async fn greet(&self, id: u64) -> Greeted {
+        greet(self.sim.ssh_addr(id).unwrap()).await
+    }
+
+    /// Waits until `id` reports `want` in the instance list.
+    async fn wait_power(&self, id: u64, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.power_state(id).await != want {
+            assert!(Instant::now() < deadline, "{id} never became {want}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops (or force-stops) `id`, waits for `Stopped`, starts it and waits for `Running`.
+    async fn power_cycle(&self, id: u64, stop: &str) {
+        assert_eq!(self.power(json!(id), stop).await.status, 200);
+        self.wait_power(id, "Stopped").await;
+        assert_eq!(self.power(json!(id), "start").await.status, 200);
+        self.wait_power(id, "Running").await;
+    }
+}
+
+#[tokio::test]
+async fn ssh_endpoints_are_off_unless_asked_for() {
+    let sim = world(relaxed()).start().await.unwrap();
+    assert_eq!(sim.ssh_addr(16), None);
+    let api = ssh_world().await;
+    for id in [16, 17, 18, 19] {
+        let addr = api.sim.ssh_addr(id).unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_ne!(addr, api.sim.addr());
+    }
+    assert_eq!(api.sim.ssh_addr(99), None);
+}
+
+#[tokio::test]
+async fn ssh_banner_when_running_responsive_and_admitted() {
+    let api = ssh_world().await;
+    // No client address set: every firewall admits.
+    assert_eq!(api.greet(16).await, banner());
+    api.sim.set_client_ip(HOME);
+    assert_eq!(api.greet(16).await, banner());
+    assert_eq!(api.greet(19).await, banner());
+    // 18 has no template (admits everyone) but is still installing.
+    assert_eq!(api.greet(18).await, Greeted::Closed);
+    assert!(api.sim.set_power(18, PowerState::Running));
+    assert_eq!(api.greet(18).await, banner());
+}
+
+#[tokio::test]
+async fn ssh_closes_while_the_instance_is_not_running() {
+    let api = ssh_world().await;
+    api.sim.set_client_ip(HOME);
+    assert_eq!(api.greet(17).await, Greeted::Closed);
+    api.sim.set_hung(16, true);
+    assert_eq!(api.power(json!(16), "stop").await.status, 200);
+    assert_eq!(api.greet(16).await, Greeted::Closed, "stopping");
+    assert_eq!(api.power(json!(16), "forcestop").await.status, 200);
+    assert_eq!(api.greet(16).await, Greeted::Closed, "stopped");
+    assert_eq!(api.power(json!(16), "start").await.status, 200);
+    assert_eq!(api.greet(16).await, Greeted::Closed, "starting");
+    api.wait_power(16, "Running").await;
+    assert_eq!(api.greet(16).await, banner());
+    // A destroyed instance's endpoint stays bound and closes every connection.
+    api.sim.set_power(17, PowerState::Stopped);
+    assert_eq!(api.power(json!(17), "destroy").await.status, 200);
+    assert_eq!(api.greet(17).await, Greeted::Closed);
+}
+
+#[tokio::test]
+async fn ssh_is_silent_while_the_guest_hangs() {
+    let api = ssh_world().await;
+    assert!(api.sim.set_responsive(16, false));
+    assert!(!api.sim.set_responsive(99, false));
+    assert!(!api.sim.instance(16).unwrap().responsive);
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+    assert_eq!(api.greet(19).await, banner(), "only 16 hangs");
+    assert!(api.sim.set_responsive(16, true));
+    assert_eq!(api.greet(16).await, banner());
+}
+
+#[tokio::test]
+async fn ssh_follows_the_firewall_rules() {
+    let api = ssh_world().await;
+    api.sim.set_client_ip("198.51.100.7");
+    assert_eq!(
+        api.greet(16).await,
+        Greeted::Silent,
+        "only {HOME} may connect"
+    );
+
+    // The rule is rewritten through the API to our new address.
+    let r = api
+        .put(
+            UPDATE,
+            &json!({"templateid": 55, "inbound": [ssh_json("198.51.100.0/24")]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(api.greet(16).await, banner());
+
+    // Rules that do not cover TCP 22 from us.
+    for rule in [
+        SimRule::new("Custom", "UDP", "22", "0.0.0.0/0"),
+        SimRule::new("HTTPS", "TCP", "443", "0.0.0.0/0"),
+        SimRule::new("Custom", "TCP", "22", "198.51.100.8"),
+        SimRule::new("Custom", "TCP", "2222", "198.51.100.7/32"),
+    ] {
+        assert!(api.sim.set_rules(55, vec![rule.clone()], vec![]));
+        assert_eq!(api.greet(16).await, Greeted::Silent, "{rule:?}");
+    }
+    // Rules that do.
+    for rule in [
+        SimRule::new("All TCP", "TCP", "1-65535", "0.0.0.0/0"),
+        SimRule::new("All TCP", "TCP", "All Ports", "0.0.0.0"),
+        SimRule::new("Custom", "TCP", "20-30", "198.51.100.7/32"),
+        ssh("198.51.100.7"),
+    ] {
+        assert!(api.sim.set_rules(55, vec![rule.clone()], vec![]));
+        assert_eq!(api.greet(16).await, banner(), "{rule:?}");
+    }
+
+    // Admitted by any one of several templates; an unassigned instance admits everyone.
+    assert!(api.sim.set_rules(55, vec![ssh(HOME)], vec![]));
+    assert!(api.sim.set_rules(56, vec![ssh("198.51.100.7")], vec![]));
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+    let r = api
+        .put(
+            UPDATE,
+            &json!({"templateid": 56, "inbound": [ssh_json("198.51.100.7")], "instances": [16]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(api.greet(16).await, banner());
+    let r = api
+        .put(
+            UPDATE,
+            &json!({"templateid": 55, "inbound": [], "instances": []}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(api.greet(19).await, banner(), "19 has no template left");
+
+    // An address that does not parse is admitted by no rule.
+    api.sim.set_client_ip("not-an-ip");
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+    assert_eq!(api.greet(19).await, banner());
+}
+
+#[tokio::test]
+async fn stop_start_cures_a_hang_but_not_a_broken_guest() {
+    let api = ssh_world().await;
+    api.sim.set_client_ip(HOME);
+    assert!(api.sim.set_responsive(16, false));
+    assert!(api.sim.set_broken(19, true));
+    assert!(!api.sim.set_broken(99, true));
+    let broken = api.sim.instance(19).unwrap();
+    assert!(broken.broken && !broken.responsive);
+    assert_eq!(api.greet(19).await, Greeted::Silent);
+
+    // A reset is not a stop/start.
+    assert_eq!(api.power(json!(16), "reset").await.status, 200);
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+
+    api.power_cycle(16, "stop").await;
+    api.power_cycle(19, "stop").await;
+    assert_eq!(api.greet(16).await, banner());
+    assert_eq!(api.greet(19).await, Greeted::Silent);
+    assert!(api.sim.instance(16).unwrap().responsive);
+
+    // A forcestop that ends a hung stop cures too; set_hung is a separate fault.
+    api.sim.set_responsive(16, false);
+    api.sim.set_hung(16, true);
+    assert_eq!(api.power(json!(16), "stop").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(api.power_state(16).await, "Stopping");
+    api.power_cycle(16, "forcestop").await;
+    assert_eq!(api.greet(16).await, banner());
+    assert!(api.sim.instance(16).unwrap().hung);
+
+    // A hang that starts while the instance is stopped needs another stop.
+    api.sim.set_hung(16, false);
+    assert_eq!(api.power(json!(16), "stop").await.status, 200);
+    api.wait_power(16, "Stopped").await;
+    api.sim.set_responsive(16, false);
+    assert_eq!(api.power(json!(16), "start").await.status, 200);
+    api.wait_power(16, "Running").await;
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+
+    // Broken stays broken through a forcestop too; repairing by hand works, and once no longer
+    // broken a later hang is cured by a stop/start again.
+    api.power_cycle(19, "forcestop").await;
+    assert_eq!(api.greet(19).await, Greeted::Silent);
+    assert!(api.sim.set_broken(19, false));
+    assert_eq!(
+        api.greet(19).await,
+        Greeted::Silent,
+        "unbreaking leaves the hang"
+    );
+    api.power_cycle(19, "stop").await;
+    assert_eq!(api.greet(19).await, banner());
+}
+
+#[tokio::test]
+async fn ssh_connections_and_power_actions_are_counted() {
+    let api = ssh_world().await;
+    assert_eq!(api.sim.ssh_connections(16), 0);
+    assert!(api.sim.power_log().is_empty());
+    assert_eq!(api.greet(16).await, banner());
+    api.sim.set_responsive(16, false);
+    assert_eq!(api.greet(16).await, Greeted::Silent);
+    assert_eq!(api.greet(17).await, Greeted::Closed);
+    assert_eq!(api.sim.ssh_connections(16), 2);
+    assert_eq!(api.sim.ssh_connections(17), 1);
+    assert_eq!(api.sim.ssh_connections(19), 0);
+    assert_eq!(api.sim.ssh_connections(99), 0);
+
+    api.power_cycle(16, "stop").await;
+    // Refused (already running) and fault-injected requests took no effect.
+    assert_eq!(api.power(json!(16), "start").await.status, 400);
+    api.sim.fail_next_on(Endpoint::StatusUpdate, 1, 503);
+    assert_eq!(api.power(json!(19), "stop").await.status, 503);
+    assert_eq!(
+        api.sim.power_log(),
+        vec![(16, "stop".to_owned()), (16, "start".to_owned())]
+    );
+    assert_eq!(api.greet(16).await, banner());
+    assert_eq!(api.sim.ssh_connections(16), 3);
+}
+
+#[tokio::test]
+async fn the_prober_reads_the_endpoints() {
+    use crate::probe::check::{ssh as probe_ssh, ProbeFailure};
+    let api = ssh_world().await;
+    let t = Duration::from_millis(200);
+    assert_eq!(probe_ssh(api.sim.ssh_addr(16).unwrap(), t).await, Ok(()));
+    assert_eq!(
+        probe_ssh(api.sim.ssh_addr(17).unwrap(), t).await,
+        Err(ProbeFailure::BadBanner(String::new()))
+    );
+    api.sim.set_responsive(16, false);
+    assert_eq!(
+        probe_ssh(api.sim.ssh_addr(16).unwrap(), t).await,
+        Err(ProbeFailure::Timeout(t))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_ssh_endpoints_and_held_connections() {
+    use tokio::io::AsyncReadExt;
+    let api = ssh_world().await;
+    api.sim.set_responsive(16, false);
+    let addr = api.sim.ssh_addr(16).unwrap();
+    let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(SILENCE, held.read(&mut buf))
+            .await
+            .is_err(),
+        "a hung guest says nothing"
+    );
+    api.sim.shutdown().await;
+    let read = tokio::time::timeout(Duration::from_secs(2), held.read(&mut buf))
+        .await
+        .expect("the held connection is closed at shutdown");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
