@@ -130,7 +130,7 @@ impl Engine {
         self.known_instances = None;
     }
 
-    /// Runs one cycle and persists its outcome (unless dry-run).
+    /// Runs one cycle and persists its outcome (a dry run keeps it in memory only).
     pub async fn cycle(&mut self) -> CycleReport {
         let resolution = self.resolvers.resolve_until_settled().await;
         self.last_resolution = Some((Instant::now(), resolution.any_accepted()));
@@ -152,10 +152,9 @@ impl Engine {
                         Some(old) => tracing::info!("public address changed: {old} → {ip}"),
                         None => tracing::info!("public address is {ip}"),
                     }
-                    if !self.dry_run {
-                        self.state.last_ip = Some(ip);
-                        self.dirty = true;
-                    }
+                    // A dry run keeps its state in memory only (the probe gates need it).
+                    self.state.last_ip = Some(ip);
+                    self.dirty = true;
                 }
                 let firewalls = self.config.firewalls.clone();
                 for (i, fw) in firewalls.iter().enumerate() {
@@ -214,7 +213,7 @@ impl Engine {
             }
             FirewallOutcome::Updated(lines)
         };
-        if !self.dry_run {
+        if !matches!(outcome, FirewallOutcome::WouldUpdate(_)) {
             let now = now_unix();
             let updated_at = match &outcome {
                 FirewallOutcome::Updated(_) => Some(now),
@@ -233,8 +232,10 @@ impl Engine {
                 },
             );
             // Persist right after a confirmed write, so a crash cannot forget it.
-            self.store.save(&self.state)?;
-            self.dirty = false;
+            if !self.dry_run {
+                self.store.save(&self.state)?;
+                self.dirty = false;
+            }
         }
         Ok(outcome)
     }
@@ -411,9 +412,6 @@ impl Engine {
     }
 
     fn record(&mut self, report: &CycleReport) {
-        if self.dry_run {
-            return;
-        }
         let now = now_unix();
         let ok = report.ok();
         let changed = self.dirty || self.state.last_cycle.as_ref().map(|c| c.ok) != Some(ok);
@@ -432,7 +430,9 @@ impl Engine {
             error: report.error_summary(),
             last_success_at,
         });
-        let saved = if changed {
+        let saved = if self.dry_run {
+            Ok(())
+        } else if changed {
             self.store.save(&self.state)
         } else {
             self.store.save_heartbeat(&self.state)
