@@ -211,6 +211,7 @@ impl Engine {
             for l in &lines {
                 tracing::info!("{l}");
             }
+            self.forget_failure_streaks(fw);
             FirewallOutcome::Updated(lines)
         };
         if !matches!(outcome, FirewallOutcome::WouldUpdate(_)) {
@@ -238,6 +239,19 @@ impl Engine {
             }
         }
         Ok(outcome)
+    }
+
+    /// After a rule change, probe failures of the instances behind the firewall are no evidence:
+    /// the stale rule may have blocked the probes themselves. Their streaks start again.
+    fn forget_failure_streaks(&mut self, fw: &FirewallConfig) {
+        for id in &fw.instances {
+            if let Some(rec) = self.state.instances.get_mut(&id.0) {
+                if rec.remediation.is_none() && rec.consecutive_failures > 0 {
+                    tracing::debug!(instance = %id, "firewall changed; failure streak reset");
+                    rec.consecutive_failures = 0;
+                }
+            }
+        }
     }
 
     /// Refuses a write that would unassign an instance the API does not know.

@@ -2,7 +2,8 @@
 //!
 //! Starts the simulator and two fake "what is my IP" sources, runs the real daemon loop against
 //! them, changes the home address and shows the SSH rule being rewritten while every other rule
-//! and the instance assignment stay as they were.
+//! and the instance assignment stay as they were; then hangs an instance and shows it being
+//! stopped and started again.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub async fn run() -> Result<Code, AppError> {
         .credentials("demo-key", "demo-secret")
         // The real API allows ~6 requests a minute; the demo is generous so it finishes quickly.
         .quota(60, Duration::from_secs(60))
+        .ssh_endpoints(true)
+        .power_delays(Duration::from_secs(1), Duration::from_secs(1))
         .instance(INSTANCE, "web-1", "127.0.0.1", PowerState::Running)
         .template(
             TEMPLATE,
@@ -103,6 +106,11 @@ pub async fn run() -> Result<Code, AppError> {
     for s in &sources {
         s.set_ip(OLD_IP);
     }
+    // The simulated VPS sees our probes coming from the home address.
+    sim.set_client_ip(OLD_IP);
+    let ssh = sim
+        .ssh_addr(INSTANCE)
+        .ok_or_else(|| AppError::Setup("demo: the simulator has no SSH endpoint".into()))?;
     let dir = tempfile_dir().map_err(setup)?;
     let path = dir.join("dynwall.toml");
     let text = format!(
@@ -130,6 +138,16 @@ api_secret = "demo-secret"
 [[firewall]]
 template = {TEMPLATE}
 instances = [{INSTANCE}]
+
+[[probe]]
+instance = {INSTANCE}
+address = "{ssh}"
+interval = "1s"
+timeout = "500ms"
+failures = 2
+stop_timeout = "5s"
+start_timeout = "10s"
+grace = "3s"
 "#,
         state = dir.join("state").display(),
         a = sources[0].url(),
@@ -174,6 +192,7 @@ instances = [{INSTANCE}]
     for s in &sources {
         s.set_ip(NEW_IP);
     }
+    sim.set_client_ip(NEW_IP);
     let took = wait_for("the rule to be rewritten", || {
         owned_source(&sim).as_deref() == Some(NEW_IP)
     })
@@ -194,6 +213,31 @@ instances = [{INSTANCE}]
         sim.calls(crate::sim::Endpoint::GetTemplate),
         sim.calls(crate::sim::Endpoint::UpdateFirewall)
     ));
+
+    say("   While the old rule stood, the SSH probe of web-1 was blocked by it; dynwall does not");
+    say("   blame an instance for its own stale rule, so nothing was restarted.");
+
+    say("");
+    say("4. web-1 hangs: it is Running for the API but no longer answers SSH.");
+    sim.set_responsive(INSTANCE, false);
+    let power = || {
+        sim.power_log()
+            .into_iter()
+            .map(|(_, verb)| verb)
+            .collect::<Vec<_>>()
+    };
+    let took = wait_for("web-1 to be restarted and answer again", || {
+        power() == ["stop", "start"]
+            && sim.instance(INSTANCE).is_some_and(|i| i.responsive)
+            && std::fs::read_to_string(&state_file)
+                .is_ok_and(|s| s.contains("\"consecutive_failures\": 0"))
+    })
+    .await?;
+    say(&format!(
+        "   {:.1} s later: two failed probes, then stop → Stopped → start → Running, and SSH answers again.",
+        took.as_secs_f64()
+    ));
+    say(&format!("   Power requests sent: {}.", power().join(", ")));
 
     shutdown.cancel();
     let _ = daemon.await;
