@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, FirewallConfig};
 use crate::exit::{AppError, Code};
 use crate::probe::{self, RoundInput, RoundReport};
-use crate::provider::{FirewallId, InstanceId, Provider};
+use crate::provider::{FirewallId, Instance, InstanceId, Provider, ProviderError};
 use crate::resolver::{Resolution, ResolverSet};
 use crate::state::{now_unix, CycleRecord, FirewallRecord, State, StateStore};
 use crate::sync;
@@ -92,6 +92,9 @@ pub struct Engine {
     failed_firewalls: BTreeSet<FirewallId>,
     /// When the address was last resolved, and whether any source gave an accepted answer.
     last_resolution: Option<(Instant, bool)>,
+    /// The last instance list, for probe addresses (they rarely change): refreshed when a
+    /// decision needs the power state, or after a reconcile period.
+    instance_cache: Option<(Instant, Vec<Instance>)>,
 }
 
 impl Engine {
@@ -114,6 +117,7 @@ impl Engine {
             dirty: false,
             failed_firewalls: BTreeSet::new(),
             last_resolution: None,
+            instance_cache: None,
         })
     }
 
@@ -354,6 +358,15 @@ impl Engine {
         }
     }
 
+    /// Reads the instance list (one call serves the whole round) and caches it for addresses.
+    async fn list_instances(&mut self) -> Result<Vec<Instance>, ProviderError> {
+        let r = self.provider.list_instances().await;
+        if let Ok(list) = &r {
+            self.instance_cache = Some((Instant::now(), list.clone()));
+        }
+        r
+    }
+
     /// Runs one probe round over the probes that are due (`all`: every probe, for `--once`).
     pub async fn probe_round(&mut self, all: bool) -> Result<RoundReport, AppError> {
         let now = now_unix();
@@ -377,10 +390,40 @@ impl Engine {
         if due.is_empty() {
             return Ok(RoundReport::default());
         }
-        // Our own connectivity: the last lookup if it is recent, else a fresh one.
-        let fresh = self.config.daemon.interval + self.probe_pause();
+        // Probe first: a healthy fleet needs neither the API nor a fresh address lookup.
+        let cached = self
+            .instance_cache
+            .as_ref()
+            .filter(|(at, list)| {
+                at.elapsed() < self.config.daemon.reconcile
+                    && due
+                        .iter()
+                        .all(|p| p.address.is_some() || list.iter().any(|i| i.id == p.instance))
+            })
+            .map(|(_, list)| list.clone());
+        let mut fresh = None;
+        if cached.is_none() && due.iter().any(|p| p.address.is_none()) {
+            fresh = Some(self.list_instances().await);
+        }
+        let known = cached.as_deref().or_else(|| {
+            fresh
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .map(Vec::as_slice)
+        });
+        let healths = probe::probe_all(&due, known).await;
+        let needed = probe::needs_power_state(&due, &healths, &self.state.instances);
+        let list = match (needed, fresh) {
+            (true, Some(r)) => r,
+            (true, None) => self.list_instances().await,
+            (false, Some(r)) => r,
+            (false, None) => Ok(cached.unwrap_or_default()),
+        };
+        // Our own connectivity matters only for a decision: the last lookup if it is recent,
+        // else a fresh one.
+        let fresh_for = self.config.daemon.interval + self.probe_pause();
         let connectivity_ok = match self.last_resolution {
-            Some((at, ok)) if at.elapsed() <= fresh => ok,
+            Some((at, ok)) if at.elapsed() <= fresh_for || !needed => ok,
             _ => {
                 let r = self.resolvers.resolve_until_settled().await;
                 let ok = r.any_accepted();
@@ -388,7 +431,6 @@ impl Engine {
                 ok
             }
         };
-        let list = self.provider.list_instances().await;
         let confirmed: BTreeSet<InstanceId> = due
             .iter()
             .map(|p| p.instance.clone())
@@ -407,8 +449,9 @@ impl Engine {
             s.instances = recs.clone();
             store.save(&s)
         };
-        let result = probe::round(
+        let result = probe::settle(
             &due,
+            healths,
             self.provider.as_ref(),
             &mut records,
             RoundInput {

@@ -219,6 +219,7 @@ grace = "3s"
 
     say("");
     say("4. web-1 hangs: it is Running for the API but no longer answers SSH.");
+    let calls_before = sim.call_log().len();
     sim.set_responsive(INSTANCE, false);
     let power = || {
         sim.power_log()
@@ -237,7 +238,16 @@ grace = "3s"
         "   {:.1} s later: two failed probes, then stop → Stopped → start → Running, and SSH answers again.",
         took.as_secs_f64()
     ));
-    say(&format!("   Power requests sent: {}.", power().join(", ")));
+    let log = sim.call_log();
+    let spent = &log[calls_before.min(log.len())..];
+    let count = |ep: crate::sim::Endpoint| spent.iter().filter(|c| c.endpoint == ep).count();
+    say(&format!(
+        "   Power requests sent: {}. API calls meanwhile: {} (instance lists {}, power {}).",
+        power().join(", "),
+        spent.len(),
+        count(crate::sim::Endpoint::InstanceList),
+        count(crate::sim::Endpoint::StatusUpdate)
+    ));
 
     shutdown.cancel();
     let _ = daemon.await;

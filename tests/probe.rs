@@ -309,17 +309,28 @@ async fn an_instance_stopped_by_a_killed_daemon_is_started_by_the_next_run() {
 }
 
 #[tokio::test]
-async fn a_round_costs_one_instance_list_for_all_instances() {
+async fn a_healthy_round_costs_no_api_call_and_a_failing_one_a_single_list() {
     let w = world().await;
     let probes = probe_table(&w, WEB, &[]) + &probe_table(&w, DB, &[]);
     let cfg = config(&w, &probes);
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1);
+    assert_eq!(
+        w.sim.calls(Endpoint::InstanceList),
+        0,
+        "healthy instances need no power state"
+    );
     assert_eq!(w.sim.ssh_connections(WEB), 1);
     assert_eq!(w.sim.ssh_connections(DB), 1);
     let status = run(&cfg, &["status"]).await;
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(out.contains(&format!("instance {WEB}: healthy")), "{out}");
     assert!(out.contains("budget 0/3"), "{out}");
+
+    // Both fail: one list serves the decisions for both (and the fleet breaker holds them).
+    w.sim.set_responsive(WEB, false);
+    w.sim.set_responsive(DB, false);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1);
 }

@@ -102,7 +102,49 @@ impl RoundReport {
     }
 }
 
-/// Runs one probe round for all configured probes.
+/// Probes every instance in `probes` concurrently, each bounded by its own `timeout`.
+///
+/// The target is the configured `address`, else the instance's IP from `known` (any recent
+/// instance list: addresses rarely change) on port 22; without either the health is unknown.
+pub async fn probe_all(probes: &[ProbeConfig], known: Option<&[Instance]>) -> Vec<Health> {
+    futures::future::join_all(probes.iter().map(|cfg| {
+        let target = cfg.address.or_else(|| {
+            known
+                .and_then(|list| list.iter().find(|i| i.id == cfg.instance))
+                .and_then(|i| i.ip)
+                .map(|ip| SocketAddr::new(ip, DEFAULT_PROBE_PORT))
+        });
+        probe_once(cfg, target)
+    }))
+    .await
+}
+
+/// True when a round with these results must know the instances' current power state: some
+/// probe did not succeed, or a remediation is in flight. A healthy fleet needs no API call.
+pub fn needs_power_state(probes: &[ProbeConfig], healths: &[Health], records: &Records) -> bool {
+    healths.iter().any(|h| !matches!(h, Health::Up))
+        || probes.iter().any(|c| {
+            records
+                .get(&c.instance.0)
+                .is_some_and(|r| r.remediation.is_some())
+        })
+}
+
+/// Runs one probe round for all configured probes: [`probe_all`] with the addresses of
+/// `input.instances`, then [`settle`].
+pub async fn round<E>(
+    probes: &[ProbeConfig],
+    power: &dyn Power,
+    records: &mut Records,
+    input: RoundInput<'_>,
+    persist: &mut (dyn FnMut(&Records) -> Result<(), E> + Send),
+) -> Result<RoundReport, E> {
+    let healths = probe_all(probes, input.instances.ok()).await;
+    settle(probes, healths, power, records, input, persist).await
+}
+
+/// The second half of a round: given this round's probe results (`healths`, in the order of
+/// `probes`) and the instance list, decide per instance and drive remediations.
 ///
 /// - `records` holds the persisted per-instance records, keyed by instance id; missing ones are
 ///   created. Records of instances no longer configured are left untouched.
@@ -110,12 +152,12 @@ impl RoundReport {
 ///   about to be taken already recorded) and once at the end of the round. If it fails, the round
 ///   stops at once — no power request is ever sent without its step on disk — and the error is
 ///   returned; `records` still holds the in-memory truth.
-/// - Probes run concurrently, each bounded by its own `timeout`; power requests are sequential
-///   and at most one remediation is in flight across the fleet at a time.
+/// - Power requests are sequential and at most one remediation is in flight across the fleet.
 /// - An in-flight remediation continues whatever the gates say (except in dry run, where nothing
 ///   is sent), so an instance dynwall stopped is always started again.
-pub async fn round<E>(
+pub async fn settle<E>(
     probes: &[ProbeConfig],
+    healths: Vec<Health>,
     power: &dyn Power,
     records: &mut Records,
     input: RoundInput<'_>,
@@ -133,16 +175,6 @@ pub async fn round<E>(
         }
     };
     let listing = |id: &InstanceId| listed.as_ref().and_then(|m| m.get(id).copied());
-
-    let healths = futures::future::join_all(probes.iter().map(|cfg| {
-        let target = cfg.address.or_else(|| {
-            listing(&cfg.instance)
-                .and_then(|i| i.ip)
-                .map(|ip| SocketAddr::new(ip, DEFAULT_PROBE_PORT))
-        });
-        probe_once(cfg, target)
-    }))
-    .await;
 
     for (cfg, health) in probes.iter().zip(&healths) {
         let rec = records.entry(cfg.instance.0.clone()).or_default();
