@@ -221,7 +221,7 @@ async fn check(path: &Path) -> Result<Code, AppError> {
             owned.join(", ")
         );
         if let Ok(ip) = &resolution.outcome {
-            let plan = sync::plan(&current.rules, fw, &sync::desired_sources(fw, *ip));
+            let plan = sync::plan(&current.rules, fw, &sync::Home::of(*ip));
             if plan.is_noop() {
                 let _ = writeln!(out, "firewall {}: in sync", fw.template);
             }
@@ -388,7 +388,10 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
                 out,
                 "firewall {}: {} (verified {}, last written {})",
                 fw.template,
-                r.ip,
+                sync::Home {
+                    v4: r.ip,
+                    v6: r.ip6
+                },
                 ago(r.verified_at),
                 r.updated_at.map_or("never".to_string(), ago)
             ),

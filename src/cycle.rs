@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, FirewallConfig};
 use crate::exit::{AppError, Code};
+use crate::net::Family;
 use crate::probe::{self, RoundInput, RoundReport};
 use crate::provider::{FirewallId, Instance, InstanceId, Provider, ProviderError};
 use crate::resolver::{Resolution, ResolverSet};
 use crate::state::{now_unix, CycleRecord, FirewallRecord, State, StateStore};
-use crate::sync;
+use crate::sync::{self, Home};
 
 /// While a remediation is in flight its instance is polled this often (one `getinstancelist`
 /// per poll): often enough to notice a stop within a minute, rare enough for a 6/min quota.
@@ -41,18 +42,20 @@ pub enum FirewallOutcome {
 /// The result of one cycle.
 #[derive(Debug)]
 pub struct CycleReport {
-    pub resolution: Resolution,
-    /// The agreed address, when quorum was reached.
-    pub ip: Option<IpAddr>,
+    /// One lookup per address family some firewall tracks (IPv4 when none does).
+    pub resolutions: Vec<(Family, Resolution)>,
+    /// The agreed addresses.
+    pub home: Home,
     pub firewalls: Vec<(usize, Result<FirewallOutcome, AppError>)>,
 }
 
 impl CycleReport {
     /// The exit code of a `--once` run that ended with this cycle.
     pub fn code(&self) -> Code {
-        let resolve = match &self.resolution.outcome {
-            Ok(_) => Code::Ok,
-            Err(_) => Code::Unavailable,
+        let resolve = if self.resolutions.iter().all(|(_, r)| r.outcome.is_ok()) {
+            Code::Ok
+        } else {
+            Code::Unavailable
         };
         self.firewalls
             .iter()
@@ -60,19 +63,41 @@ impl CycleReport {
             .fold(resolve, |acc, e| acc.worst(e.code()))
     }
 
-    /// True when the address was resolved and every firewall is confirmed in sync.
+    /// True when every address was resolved and every firewall is confirmed in sync.
     pub fn ok(&self) -> bool {
         self.code() == Code::Ok
     }
 
+    /// True when some source gave an acceptable answer (our own connectivity is fine).
+    pub fn any_accepted(&self) -> bool {
+        self.resolutions.iter().any(|(_, r)| r.any_accepted())
+    }
+
     /// A one-line summary of the first failure, for state and status lines.
     pub fn error_summary(&self) -> Option<String> {
-        if let Err(e) = &self.resolution.outcome {
-            return Some(format!("no usable public address: {e}"));
+        for (f, r) in &self.resolutions {
+            if let Err(e) = &r.outcome {
+                return Some(format!("no usable public {} address: {e}", family_name(*f)));
+            }
         }
         self.firewalls
             .iter()
             .find_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+    }
+}
+
+/// The address a firewall record holds for `f`.
+fn record_ip(rec: &FirewallRecord, f: Family) -> Option<IpAddr> {
+    match f {
+        Family::Ipv4 => rec.ip,
+        Family::Ipv6 => rec.ip6,
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "IPv4",
+        Family::Ipv6 => "IPv6",
     }
 }
 
@@ -134,72 +159,129 @@ impl Engine {
         self.known_instances = None;
     }
 
+    /// The address families the configured firewalls track (IPv4 when there is none).
+    fn families(&self) -> Vec<Family> {
+        let mut out = Vec::new();
+        for fw in &self.config.firewalls {
+            for f in fw.family.families() {
+                if !out.contains(f) {
+                    out.push(*f);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(Family::Ipv4);
+        }
+        out.sort_by_key(|f| *f != Family::Ipv4);
+        out
+    }
+
+    /// One quorum lookup of the home address of `family`.
+    async fn lookup(&self, family: Family) -> Resolution {
+        match family {
+            Family::Ipv4 => self.resolvers.resolve_until_settled().await,
+            Family::Ipv6 => Resolution {
+                answers: Vec::new(),
+                outcome: Err(crate::resolver::ResolveError::AllFailed),
+            },
+        }
+    }
+
+    /// The addresses recorded as current.
+    fn current_home(&self) -> Home {
+        Home {
+            v4: self.state.last_ip,
+            v6: self.state.last_ip6,
+        }
+    }
+
     /// Runs one cycle and persists its outcome (a dry run keeps it in memory only).
     pub async fn cycle(&mut self) -> CycleReport {
-        let resolution = self.resolvers.resolve_until_settled().await;
-        self.last_resolution = Some((Instant::now(), resolution.any_accepted()));
-        let ip = resolution.outcome.as_ref().ok().copied();
         let mut report = CycleReport {
-            resolution,
-            ip,
+            resolutions: Vec::new(),
+            home: Home::default(),
             firewalls: Vec::new(),
         };
-        match ip {
-            None => {
-                if let Err(e) = &report.resolution.outcome {
-                    tracing::warn!(error = %e, "no usable public address; changing nothing");
+        for family in self.families() {
+            let resolution = self.lookup(family).await;
+            match &resolution.outcome {
+                Ok(ip) => report.home.set(family, Some(*ip)),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "no usable public {} address; changing nothing for it",
+                    family_name(family)
+                ),
+            }
+            report.resolutions.push((family, resolution));
+        }
+        self.last_resolution = Some((Instant::now(), report.any_accepted()));
+        let previous = self.current_home();
+        for f in [Family::Ipv4, Family::Ipv6] {
+            let (Some(ip), old) = (report.home.get(f), previous.get(f)) else {
+                continue;
+            };
+            if old == Some(ip) {
+                continue;
+            }
+            match old {
+                Some(old) => tracing::info!("public address changed: {old} → {ip}"),
+                None => tracing::info!("public address is {ip}"),
+            }
+            // A dry run keeps its state in memory only (the probe gates need it).
+            match f {
+                Family::Ipv4 => self.state.last_ip = Some(ip),
+                Family::Ipv6 => self.state.last_ip6 = Some(ip),
+            }
+            self.dirty = true;
+        }
+        let home = report.home;
+        let firewalls = self.config.firewalls.clone();
+        for (i, fw) in firewalls.iter().enumerate() {
+            if !home.covers_any(fw) {
+                // Nothing known for the families it tracks: leave it alone.
+                continue;
+            }
+            let r = self.sync_one(i, fw, &home).await;
+            match &r {
+                Ok(_) => {
+                    self.failed_firewalls.remove(&fw.template);
+                }
+                Err(e) => {
+                    tracing::error!("firewall {}: {e}", fw.template);
+                    self.failed_firewalls.insert(fw.template.clone());
                 }
             }
-            Some(ip) => {
-                if self.state.last_ip != Some(ip) {
-                    match self.state.last_ip {
-                        Some(old) => tracing::info!("public address changed: {old} → {ip}"),
-                        None => tracing::info!("public address is {ip}"),
-                    }
-                    // A dry run keeps its state in memory only (the probe gates need it).
-                    self.state.last_ip = Some(ip);
-                    self.dirty = true;
-                }
-                let firewalls = self.config.firewalls.clone();
-                for (i, fw) in firewalls.iter().enumerate() {
-                    let r = self.sync_one(i, fw, ip).await;
-                    match &r {
-                        Ok(_) => {
-                            self.failed_firewalls.remove(&fw.template);
-                        }
-                        Err(e) => {
-                            tracing::error!("firewall {}: {e}", fw.template);
-                            self.failed_firewalls.insert(fw.template.clone());
-                        }
-                    }
-                    report.firewalls.push((i, r));
-                }
-            }
+            report.firewalls.push((i, r));
         }
         self.record(&report);
         report
     }
 
-    fn needs_read(&self, fw: &FirewallConfig, ip: IpAddr) -> bool {
-        match self.state.firewalls.get(&fw.template.0) {
-            Some(rec) if rec.ip == ip => {
-                let age = now_unix().saturating_sub(rec.verified_at);
-                Duration::from_secs(age) >= self.config.daemon.reconcile
-            }
-            _ => true,
-        }
+    /// True unless the firewall was confirmed for every known tracked address within the
+    /// reconcile period.
+    fn needs_read(&self, fw: &FirewallConfig, home: &Home) -> bool {
+        let Some(rec) = self.state.firewalls.get(&fw.template.0) else {
+            return true;
+        };
+        let same = fw
+            .family
+            .families()
+            .iter()
+            .all(|f| home.get(*f).is_none() || record_ip(rec, *f) == home.get(*f));
+        let age = now_unix().saturating_sub(rec.verified_at);
+        !same || Duration::from_secs(age) >= self.config.daemon.reconcile
     }
 
     async fn sync_one(
         &mut self,
         index: usize,
         fw: &FirewallConfig,
-        ip: IpAddr,
+        home: &Home,
     ) -> Result<FirewallOutcome, AppError> {
-        if !self.needs_read(fw, ip) {
+        if !self.needs_read(fw, home) {
             return Ok(FirewallOutcome::Cached);
         }
-        let (current, plan) = sync::read_and_plan(self.provider.as_ref(), fw, ip).await?;
+        let (current, plan) = sync::read_and_plan(self.provider.as_ref(), fw, home).await?;
         let lines = plan.describe(fw);
         let outcome = if plan.is_noop() {
             tracing::debug!(template = %fw.template, "firewall in sync");
@@ -228,14 +310,23 @@ impl Engine {
                     .get(&fw.template.0)
                     .and_then(|r| r.updated_at),
             };
-            self.state.firewalls.insert(
-                fw.template.0.clone(),
-                FirewallRecord {
-                    ip,
-                    updated_at,
-                    verified_at: now,
-                },
-            );
+            // Families unknown this cycle keep what was confirmed for them before.
+            let before = self.state.firewalls.get(&fw.template.0);
+            let tracked = |f: Family| fw.family.families().contains(&f);
+            let confirmed = |f: Family| {
+                if !tracked(f) {
+                    None
+                } else {
+                    home.get(f).or_else(|| before.and_then(|r| record_ip(r, f)))
+                }
+            };
+            let record = FirewallRecord {
+                ip: confirmed(Family::Ipv4),
+                ip6: confirmed(Family::Ipv6),
+                updated_at,
+                verified_at: now,
+            };
+            self.state.firewalls.insert(fw.template.0.clone(), record);
             // Persist right after a confirmed write, so a crash cannot forget it.
             if !self.dry_run {
                 self.store.save(&self.state)?;
@@ -327,17 +418,21 @@ impl Engine {
             + REMEDIATION_POLL
     }
 
-    /// True when every firewall that lists `id` is confirmed in sync with the current address.
+    /// True when every firewall that lists `id` is confirmed in sync with the current address
+    /// of every family it tracks.
     fn firewall_confirmed(&self, id: &InstanceId) -> bool {
-        let current = self.state.last_ip;
+        let current = self.current_home();
         self.config
             .firewalls
             .iter()
             .filter(|f| f.instances.contains(id))
             .all(|f| {
+                let rec = self.state.firewalls.get(&f.template.0);
                 !self.failed_firewalls.contains(&f.template)
-                    && current.is_some()
-                    && self.state.firewalls.get(&f.template.0).map(|r| r.ip) == current
+                    && f.family.families().iter().all(|fam| {
+                        current.get(*fam).is_some()
+                            && rec.and_then(|r| record_ip(r, *fam)) == current.get(*fam)
+                    })
             })
     }
 

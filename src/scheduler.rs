@@ -47,14 +47,15 @@ pub fn next_delay(interval: Duration, failures: u32, jitter: f64) -> Duration {
 
 /// The sync half of the `STATUS=` line.
 pub fn status_line(report: &CycleReport, config: &Config) -> String {
-    match (&report.ip, report.error_summary()) {
-        (Some(ip), None) => format!(
-            "in sync: {ip} on {} template{}",
+    match (report.home.is_empty(), report.error_summary()) {
+        (false, None) => format!(
+            "in sync: {} on {} template{}",
+            report.home,
             config.firewalls.len(),
             if config.firewalls.len() == 1 { "" } else { "s" }
         ),
         (_, Some(e)) => format!("degraded: {e}"),
-        (None, None) => "waiting for a public address".to_string(),
+        (true, None) => "waiting for a public address".to_string(),
     }
 }
 

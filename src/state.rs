@@ -33,8 +33,10 @@ pub fn now_unix() -> u64 {
 #[serde(default)]
 pub struct State {
     pub version: u32,
-    /// The last address that reached quorum.
+    /// The last IPv4 address that reached quorum.
     pub last_ip: Option<IpAddr>,
+    /// The last IPv6 address that reached quorum (when a firewall tracks IPv6).
+    pub last_ip6: Option<IpAddr>,
     /// Per firewall template id.
     pub firewalls: BTreeMap<String, FirewallRecord>,
     pub last_cycle: Option<CycleRecord>,
@@ -45,8 +47,12 @@ pub struct State {
 /// What dynwall last confirmed about one firewall.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallRecord {
-    /// The home address the owned rule was last confirmed to hold.
-    pub ip: IpAddr,
+    /// The home IPv4 address the owned rule was last confirmed to hold.
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    /// The home IPv6 address the owned rule was last confirmed to hold.
+    #[serde(default)]
+    pub ip6: Option<IpAddr>,
     /// When the rules were last written (unix seconds), if ever.
     pub updated_at: Option<u64>,
     /// When the template was last read and found in sync (unix seconds).
@@ -265,7 +271,8 @@ mod tests {
         s.firewalls.insert(
             "12836".into(),
             FirewallRecord {
-                ip: "81.2.69.160".parse().unwrap(),
+                ip: Some("81.2.69.160".parse().unwrap()),
+                ip6: None,
                 updated_at: Some(5),
                 verified_at: 6,
             },

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::config::FirewallConfig;
-use crate::net::IpNet;
+use crate::net::{Family, IpNet};
 use crate::provider::{Firewall, FirewallState, FirewallWrite, ProviderError, Rule, RuleSet};
 
 /// The rule type dynwall owns (and writes).
@@ -57,9 +57,66 @@ impl Plan {
     }
 }
 
-/// The owned sources a firewall should hold: the home address first, then `keep`, deduplicated.
-pub fn desired_sources(fw: &FirewallConfig, home: IpAddr) -> Vec<IpNet> {
-    let mut out = vec![IpNet::host(home)];
+/// The home addresses known this cycle, per family; `None` when that family's lookup failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Home {
+    pub v4: Option<IpAddr>,
+    pub v6: Option<IpAddr>,
+}
+
+impl Home {
+    /// A home known only by its IPv4 (or only its IPv6) address.
+    pub fn of(ip: IpAddr) -> Home {
+        let mut h = Home::default();
+        h.set(Family::of(ip), Some(ip));
+        h
+    }
+
+    pub fn get(&self, f: Family) -> Option<IpAddr> {
+        match f {
+            Family::Ipv4 => self.v4,
+            Family::Ipv6 => self.v6,
+        }
+    }
+
+    pub fn set(&mut self, f: Family, ip: Option<IpAddr>) {
+        match f {
+            Family::Ipv4 => self.v4 = ip,
+            Family::Ipv6 => self.v6 = ip,
+        }
+    }
+
+    /// True when no family is known.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+
+    /// True when `fw` tracks at least one family known here.
+    pub fn covers_any(&self, fw: &FirewallConfig) -> bool {
+        fw.family.families().iter().any(|f| self.get(*f).is_some())
+    }
+}
+
+impl fmt::Display for Home {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.v4, self.v6) {
+            (Some(a), Some(b)) => write!(f, "{a} and {b}"),
+            (Some(a), None) | (None, Some(a)) => write!(f, "{a}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
+}
+
+/// The owned sources a firewall should hold: the known home address of each tracked family
+/// first, then `keep`, deduplicated.
+pub fn desired_sources(fw: &FirewallConfig, home: &Home) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = fw
+        .family
+        .families()
+        .iter()
+        .filter_map(|f| home.get(*f))
+        .map(IpNet::host)
+        .collect();
     for k in &fw.keep {
         if !out.contains(k) {
             out.push(*k);
@@ -68,8 +125,19 @@ pub fn desired_sources(fw: &FirewallConfig, home: IpAddr) -> Vec<IpNet> {
     out
 }
 
-/// Plans the change from `current` to the desired owned set. Pure.
-pub fn plan(current: &RuleSet, fw: &FirewallConfig, desired: &[IpNet]) -> Plan {
+/// Plans the change from `current` toward `home`. Pure.
+///
+/// Owned rules of a tracked family whose address is unknown this cycle are left as they are:
+/// a failed lookup changes nothing.
+pub fn plan(current: &RuleSet, fw: &FirewallConfig, home: &Home) -> Plan {
+    let desired = desired_sources(fw, home);
+    let frozen: Vec<Family> = fw
+        .family
+        .families()
+        .iter()
+        .copied()
+        .filter(|f| home.get(*f).is_none())
+        .collect();
     let mut kept = Vec::new();
     let mut removed = Vec::new();
     let mut inbound = Vec::with_capacity(current.inbound.len() + desired.len());
@@ -81,6 +149,9 @@ pub fn plan(current: &RuleSet, fw: &FirewallConfig, desired: &[IpNet]) -> Plan {
         match rule.source.parse::<IpNet>() {
             Ok(net) if desired.contains(&net) && !kept.contains(&net) => {
                 kept.push(net);
+                inbound.push(rule.clone());
+            }
+            Ok(net) if net.is_host() && frozen.contains(&Family::of(net.addr())) => {
                 inbound.push(rule.clone());
             }
             _ => removed.push(rule.clone()),
@@ -177,10 +248,10 @@ impl SyncError {
 pub async fn read_and_plan(
     provider: &dyn Firewall,
     fw: &FirewallConfig,
-    home: IpAddr,
+    home: &Home,
 ) -> Result<(FirewallState, Plan), ProviderError> {
     let current = provider.read_firewall(&fw.template).await?;
-    let plan = plan(&current.rules, fw, &desired_sources(fw, home));
+    let plan = plan(&current.rules, fw, home);
     Ok((current, plan))
 }
 
@@ -208,6 +279,7 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Tracked;
     use crate::provider::{FirewallId, InstanceId};
 
     fn fw(keep: &[&str]) -> FirewallConfig {
@@ -217,6 +289,7 @@ mod tests {
             protocol: "TCP".into(),
             port: "22".into(),
             keep: keep.iter().map(|k| k.parse().unwrap()).collect(),
+            family: Tracked::Ipv4,
         }
     }
 
@@ -254,7 +327,7 @@ mod tests {
             outbound: outbound.clone(),
         };
         let f = fw(&[]);
-        let p = plan(&current, &f, &desired_sources(&f, ip("81.2.69.161")));
+        let p = plan(&current, &f, &Home::of(ip("81.2.69.161")));
         assert!(!p.is_noop());
         assert_eq!(p.removed, vec![rule("Custom", "TCP", "22", "81.2.69.160")]);
         assert_eq!(p.added, vec!["81.2.69.161".parse().unwrap()]);
@@ -278,7 +351,7 @@ mod tests {
         inbound.push(rule("Custom", "TCP", "22", "198.51.100.0/24"));
         let current = RuleSet { inbound, outbound };
         let f = fw(&["198.51.100.7/24"]);
-        let p = plan(&current, &f, &desired_sources(&f, ip("81.2.69.160")));
+        let p = plan(&current, &f, &Home::of(ip("81.2.69.160")));
         assert!(p.is_noop(), "{p:?}");
         assert_eq!(
             p.rules, current,
@@ -298,7 +371,7 @@ mod tests {
             outbound: vec![],
         };
         let f = fw(&[]);
-        let p = plan(&current, &f, &desired_sources(&f, ip("81.2.69.160")));
+        let p = plan(&current, &f, &Home::of(ip("81.2.69.160")));
         assert_eq!(p.removed.len(), 3);
         assert!(p.added.is_empty());
         assert_eq!(
@@ -311,11 +384,7 @@ mod tests {
     #[test]
     fn an_empty_template_gets_the_home_rule_and_the_keep_entries() {
         let f = fw(&["198.51.100.0/24", "198.51.100.0/24"]);
-        let p = plan(
-            &RuleSet::default(),
-            &f,
-            &desired_sources(&f, ip("81.2.69.160")),
-        );
+        let p = plan(&RuleSet::default(), &f, &Home::of(ip("81.2.69.160")));
         assert_eq!(
             p.rules.inbound,
             vec![
@@ -324,6 +393,65 @@ mod tests {
             ]
         );
         assert_eq!(p.describe(&f).len(), 2);
+    }
+
+    #[test]
+    fn both_families_get_one_owned_rule_each() {
+        let mut f = fw(&[]);
+        f.family = Tracked::Both;
+        let current = RuleSet {
+            inbound: vec![
+                rule("Custom", "TCP", "22", "81.2.69.160"),
+                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
+            ],
+            outbound: vec![],
+        };
+        let home = Home {
+            v4: Some(ip("81.2.69.161")),
+            v6: Some(ip("2a00:1450:4001::2")),
+        };
+        let p = plan(&current, &f, &home);
+        assert_eq!(p.removed.len(), 2);
+        assert_eq!(
+            p.rules.inbound,
+            vec![
+                rule("Custom", "TCP", "22", "81.2.69.161"),
+                rule("Custom", "TCP", "22", "2a00:1450:4001::2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_family_whose_lookup_failed_keeps_its_rule() {
+        let mut f = fw(&[]);
+        f.family = Tracked::Both;
+        let current = RuleSet {
+            inbound: vec![
+                rule("Custom", "TCP", "22", "81.2.69.160"),
+                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
+                rule("Custom", "TCP", "22", "2a00:1450:4001::/48"),
+            ],
+            outbound: vec![],
+        };
+        // IPv6 unknown this cycle: its host rule stays, a stray IPv6 network still goes.
+        let p = plan(&current, &f, &Home::of(ip("81.2.69.161")));
+        assert_eq!(
+            p.removed,
+            vec![
+                rule("Custom", "TCP", "22", "81.2.69.160"),
+                rule("Custom", "TCP", "22", "2a00:1450:4001::/48"),
+            ]
+        );
+        assert_eq!(
+            p.rules.inbound,
+            vec![
+                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
+                rule("Custom", "TCP", "22", "81.2.69.161"),
+            ]
+        );
+        // An IPv4-only entry does not keep stray IPv6 sources on its port.
+        let p = plan(&current, &fw(&[]), &Home::of(ip("81.2.69.161")));
+        assert_eq!(p.removed.len(), 3);
     }
 
     #[test]

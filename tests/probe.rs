@@ -213,7 +213,7 @@ async fn no_action_when_no_source_answers() {
     let cfg = config(&w, &probe_table(&w, WEB, &[]));
     let log = assert_no_action(&w, &cfg, &[]).await;
     assert!(
-        log.contains("connectivity") || log.contains("no usable public address"),
+        log.contains("no usable public IPv4 address"),
         "{log}"
     );
 }

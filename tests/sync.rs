@@ -149,7 +149,7 @@ async fn disagreeing_sources_change_nothing() {
         "no API call without an agreed address"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no usable public address"), "{stderr}");
+    assert!(stderr.contains("no usable public IPv4 address"), "{stderr}");
 }
 
 #[tokio::test]

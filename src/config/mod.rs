@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::net::{is_global, IpNet};
+use crate::net::{is_global, Family, IpNet};
 use crate::provider::{FirewallId, InstanceId};
 use raw::{Dur, RawConfig};
 
@@ -184,6 +184,24 @@ pub struct IndigoConfig {
     pub timeout: Duration,
 }
 
+/// Which home address families a firewall entry tracks (one owned rule per family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+impl Tracked {
+    pub fn families(self) -> &'static [Family] {
+        match self {
+            Tracked::Ipv4 => &[Family::Ipv4],
+            Tracked::Ipv6 => &[Family::Ipv6],
+            Tracked::Both => &[Family::Ipv4, Family::Ipv6],
+        }
+    }
+}
+
 /// One managed firewall template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirewallConfig {
@@ -193,6 +211,8 @@ pub struct FirewallConfig {
     pub port: String,
     /// Extra sources allowed on the owned port, normalised.
     pub keep: Vec<IpNet>,
+    /// The home address families kept on the owned port.
+    pub family: Tracked,
 }
 
 /// How an instance is probed.
@@ -671,12 +691,25 @@ fn firewall_from_raw(
         }
         keep.push(net);
     }
+    let family = match fw.family.as_deref() {
+        None | Some("ipv4") => Tracked::Ipv4,
+        Some("ipv6") => Tracked::Ipv6,
+        Some("both") => Tracked::Both,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                path,
+                key("family"),
+                format!("unknown family {other:?} (expected \"ipv4\", \"ipv6\" or \"both\")"),
+            ))
+        }
+    };
     Ok(FirewallConfig {
         template: FirewallId(template.0),
         instances: ids,
         protocol,
         port,
         keep,
+        family,
     })
 }
 

@@ -82,6 +82,7 @@ pub struct RawFirewall {
     pub port: Option<PortValue>,
     #[serde(default)]
     pub keep: Vec<String>,
+    pub family: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

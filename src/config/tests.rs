@@ -63,6 +63,7 @@ fn defaults_fill_a_minimal_config() {
         vec![InstanceId("616516".into()), InstanceId("616517".into())]
     );
     assert_eq!((fw.protocol.as_str(), fw.port.as_str()), ("TCP", "22"));
+    assert_eq!(fw.family, Tracked::Ipv4);
 }
 
 #[test]
@@ -233,6 +234,11 @@ fn invalid_configs_name_the_key_and_the_reason() {
         ("[[probe]]\ninstance = 1\nfailures = 0\n", "probe[0].failures", "at least 1"),
         ("[[probe]]\ninstance = 1\naddress = \"host\"\n", "probe[0].address", "not an address"),
         ("[typo]\nx = 1\n", "typo", "unknown key"),
+        (
+            "[[firewall]]\ntemplate = 1\ninstances = []\nfamily = \"ipv5\"\n",
+            "firewall[0].family",
+            "unknown family",
+        ),
     ];
     for (body, key, reason) in cases {
         let text = format!(
