@@ -303,7 +303,11 @@ async fn sighup_with_an_invalid_config_keeps_the_old_one_running() {
 
 // ---- the unit files ---------------------------------------------------------------------------
 
-const UNITS: [&str; 3] = ["dynwall.service", "dynwall-once.service", "dynwall.timer"];
+const UNITS: [&str; 3] = [
+    "dynwall.service",
+    "dynwall-once.service",
+    "dynwall-once.timer",
+];
 
 /// `systemd-analyze ARGS…` in `dir`, or `None` when it is not installed.
 fn analyze(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Option<std::process::Output> {
