@@ -410,3 +410,115 @@ fn systemd_analyze_security_rates_the_services_at_most_2_0() {
         assert!(score <= 2.0, "{unit}: {line}");
     }
 }
+
+// ---- the service's user -----------------------------------------------------------------------
+
+/// Like DynamicUser=: an arbitrary uid/gid with no supplementary groups and no file of its own.
+const DYNAMIC_UID: &str = "61234";
+
+/// Runs `dynwall check` as the dynamic uid, or `None` when this is not root or lacks setpriv.
+async fn check_as_dynamic_user(cfg: &Path, env: &[(&str, &Path)]) -> Option<std::process::Output> {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        println!("note: not root; skipping the DynamicUser test");
+        return None;
+    }
+    let mut c = tokio::process::Command::new("setpriv");
+    c.args([
+        "--reuid",
+        DYNAMIC_UID,
+        "--regid",
+        DYNAMIC_UID,
+        "--clear-groups",
+    ])
+    .arg(env!("CARGO_BIN_EXE_dynwall"))
+    .arg("-c")
+    .arg(cfg)
+    .arg("check")
+    .env_remove("CREDENTIALS_DIRECTORY")
+    .env_remove("DYNWALL_INDIGO_API_KEY")
+    .env_remove("DYNWALL_INDIGO_API_SECRET")
+    .env_remove("IndigoApiKey")
+    .env_remove("IndigoApiPrivateKey")
+    .env_remove("RUST_LOG")
+    .kill_on_drop(true);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    match tokio::time::timeout(Duration::from_secs(30), c.output()).await {
+        Ok(Ok(o)) => Some(o),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("note: setpriv is not installed; skipping the DynamicUser test");
+            None
+        }
+        Ok(Err(e)) => panic!("setpriv: {e}"),
+        Err(_) => panic!("dynwall check as the dynamic user did not finish in 30 s"),
+    }
+}
+
+#[tokio::test]
+async fn the_services_dynamic_user_reads_root_only_secrets_only_as_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new().await;
+    let etc = w.dir.path().join("etc");
+    std::fs::create_dir(&etc).expect("etc");
+    // As the package installs them: a world-readable config naming root-only secret files.
+    for (name, value) in [("indigo_api_key", KEY), ("indigo_api_secret", SECRET)] {
+        let p = etc.join(name);
+        std::fs::write(&p, format!("{value}\n")).expect("secret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let text = std::fs::read_to_string(w.config())
+        .expect("config")
+        .replace(
+            &format!("api_key = \"{KEY}\""),
+            &format!(
+                "api_key_file = \"{}\"",
+                etc.join("indigo_api_key").display()
+            ),
+        )
+        .replace(
+            &format!("api_secret = \"{SECRET}\""),
+            &format!(
+                "api_secret_file = \"{}\"",
+                etc.join("indigo_api_secret").display()
+            ),
+        );
+    let cfg = etc.join("dynwall.toml");
+    std::fs::write(&cfg, text).expect("config");
+    // What systemd hands over with LoadCredential=: copies readable by the service's user.
+    let creds = w.dir.path().join("credentials");
+    std::fs::create_dir(&creds).expect("credentials");
+    for name in ["indigo_api_key", "indigo_api_secret"] {
+        std::fs::copy(etc.join(name), creds.join(name)).expect("copy");
+        std::fs::set_permissions(creds.join(name), std::fs::Permissions::from_mode(0o444))
+            .expect("chmod");
+    }
+    for d in [w.dir.path(), &etc, &creds] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let Some(out) = check_as_dynamic_user(&cfg, &[]).await else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+
+    let out = check_as_dynamic_user(&cfg, &[("CREDENTIALS_DIRECTORY", &creds)])
+        .await
+        .expect("ran above");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("credentials: accepted"), "{stdout}");
+}
