@@ -42,6 +42,10 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
         (Some(Command::Reset { instance }), ..) => reset(&path, instance),
         (Some(Command::Demo), ..) => crate::demo::run().await,
+        (Some(Command::Completions { shell }), ..) => print(&crate::cli::completions(*shell)),
+        (Some(Command::Man), ..) => crate::cli::man_page()
+            .map_err(|e| AppError::Setup(format!("cannot render the man page: {e}")))
+            .and_then(|page| print(&page)),
     };
     match result {
         Ok(code) => code,
@@ -49,6 +53,15 @@ pub async fn main(cli: Cli) -> Code {
             tracing::error!("{e}");
             e.code()
         }
+    }
+}
+
+/// Writes generated text to stdout; a reader that went away early (`| head`) is not an error.
+fn print(bytes: &[u8]) -> Result<Code, AppError> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Ok(Code::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Code::Ok),
+        Err(e) => Err(AppError::Setup(format!("cannot write to stdout: {e}"))),
     }
 }
 

@@ -153,6 +153,15 @@ impl Engine {
         resolvers: ResolverSet,
         provider: Arc<dyn Provider>,
     ) {
+        // A template whose settings changed (keep list, port, instances) is re-read at the next
+        // cycle instead of waiting out the reconcile period.
+        for fw in &config.firewalls {
+            if !self.config.firewalls.contains(fw) {
+                if let Some(rec) = self.state.firewalls.get_mut(&fw.template.0) {
+                    rec.verified_at = 0;
+                }
+            }
+        }
         self.config = config;
         self.resolvers = resolvers;
         self.provider = provider;

@@ -6,6 +6,22 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+/// How often to send `WATCHDOG=1` (half the timeout), given `$WATCHDOG_USEC` and `$WATCHDOG_PID`.
+///
+/// The rules of libsystemd's `sd_watchdog_enabled()`: the watchdog is armed when `WATCHDOG_USEC`
+/// is a positive number and `WATCHDOG_PID` is either unset or this process's pid. (sd-notify
+/// 0.4's `watchdog_enabled` requires `WATCHDOG_PID`, so a manager or wrapper that sets only
+/// `WATCHDOG_USEC` would see the daemon killed for never pinging.)
+pub fn watchdog_period(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec = usec?.trim().parse::<u64>().ok().filter(|&u| u > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok()? != own_pid {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec) / 2)
+}
+
 /// Talks to the service manager, if there is one.
 #[derive(Clone, Debug)]
 pub struct Notifier {
@@ -14,12 +30,19 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Reads `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` once, at start-up.
+    /// Reads `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID` once, at start-up.
     pub fn from_env() -> Notifier {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-        let mut usec = 0;
-        let watchdog = (enabled && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
-            .then(|| Duration::from_micros(usec) / 2);
+        let var = |name| std::env::var(name).ok();
+        let watchdog = enabled
+            .then(|| {
+                watchdog_period(
+                    var("WATCHDOG_USEC").as_deref(),
+                    var("WATCHDOG_PID").as_deref(),
+                    std::process::id(),
+                )
+            })
+            .flatten();
         Notifier { enabled, watchdog }
     }
 
@@ -56,8 +79,11 @@ impl Notifier {
         self.send(&[NotifyState::Status(line)]);
     }
 
+    /// A watchdog keep-alive; nothing unless the watchdog is armed for this process.
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        if self.watchdog.is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
     }
 
     /// Reload started; must be followed by [`Notifier::ready`].
@@ -70,5 +96,26 @@ impl Notifier {
 
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_follows_libsystemds_rules() {
+        let half = Some(Duration::from_millis(200));
+        assert_eq!(watchdog_period(Some("400000"), Some("42"), 42), half);
+        assert_eq!(
+            watchdog_period(Some("400000"), None, 42),
+            half,
+            "no WATCHDOG_PID: meant for us"
+        );
+        assert_eq!(watchdog_period(Some("400000"), Some("41"), 42), None);
+        assert_eq!(watchdog_period(Some("400000"), Some("x"), 42), None);
+        assert_eq!(watchdog_period(Some("0"), None, 42), None);
+        assert_eq!(watchdog_period(Some("soon"), None, 42), None);
+        assert_eq!(watchdog_period(None, Some("42"), 42), None);
     }
 }

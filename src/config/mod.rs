@@ -585,44 +585,45 @@ struct SecretSpec {
     env: &'static [&'static str],
 }
 
-/// Resolves a secret: inline, `*_file`, systemd credential, then environment variables.
+/// Resolves a secret: inline, systemd credential or `*_file`, then environment variables.
+///
+/// A systemd credential of the secret's name, when present, is preferred to `*_file`: the units
+/// load the very files the shipped config names (`LoadCredential=indigo_api_key:/etc/dynwall/…`),
+/// and the service's DynamicUser can read the credential but not the root-only file itself. Run
+/// by hand (or in a container) there is no credential and `*_file` is read.
 fn secret(path: &Path, base: &Path, env: &dyn Env, s: SecretSpec) -> Result<Secret, ConfigError> {
     let file_key = format!("{}_file", s.key);
-    let value = match (s.inline, s.file) {
-        (Some(_), Some(_)) => {
+    let credential = env
+        .var("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(&dir).join(s.credential))
+        .filter(|p| p.is_file());
+    let value = match (s.inline, s.file, credential) {
+        (Some(_), Some(_), _) => {
             return Err(ConfigError::invalid(
                 path,
                 s.key,
                 format!("set either {} or {file_key}, not both", s.key),
             ))
         }
-        (Some(v), None) => v,
-        (None, Some(f)) => {
+        (Some(v), None, _) => v,
+        (None, _, Some(p)) => {
+            read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?
+        }
+        (None, Some(f), None) => {
             let p = base.join(&f);
             read_secret_file(&p).map_err(|r| ConfigError::invalid(path, file_key.clone(), r))?
         }
-        (None, None) => {
-            let credential = env
-                .var("CREDENTIALS_DIRECTORY")
-                .map(|dir| Path::new(&dir).join(s.credential))
-                .filter(|p| p.is_file());
-            match credential {
-                Some(p) => {
-                    read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?
-                }
-                None => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
-                    ConfigError::invalid(
-                        path,
-                        s.key,
-                        format!(
-                            "missing: set {} or {file_key}, or the environment variable {}",
-                            s.key,
-                            s.env.join(" or ")
-                        ),
-                    )
-                })?,
-            }
-        }
+        (None, None, None) => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
+            ConfigError::invalid(
+                path,
+                s.key,
+                format!(
+                    "missing: set {} or {file_key}, or the environment variable {}",
+                    s.key,
+                    s.env.join(" or ")
+                ),
+            )
+        })?,
     };
     let value = value.trim().to_string();
     if value.is_empty() {

@@ -115,6 +115,43 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
 }
 
 #[test]
+fn a_systemd_credential_is_preferred_to_the_file_the_config_names() {
+    // The shipped config names root-only files; the units hand the same files over as
+    // credentials, which the service's DynamicUser can read.
+    let text = "[indigo]\napi_key_file = \"/nonexistent/indigo_api_key\"\n\
+                api_secret_file = \"/nonexistent/indigo_api_secret\"\n\
+                [[firewall]]\ntemplate = 1\ninstances = []\n";
+    let p = Path::new("/x/dynwall.toml");
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("indigo_api_key"), "cred-key\n").unwrap();
+    std::fs::write(creds.path().join("indigo_api_secret"), "cred-secret\n").unwrap();
+    let cfg = Config::parse(
+        text,
+        p,
+        &env(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]),
+    )
+    .unwrap();
+    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
+    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+
+    // Without the credential (run by hand, or in a container) the named file is read.
+    let err = Config::parse(text, p, &env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("indigo.api_key_file") && err.contains("/nonexistent/indigo_api_key"),
+        "{err}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let err = Config::parse(
+        text,
+        p,
+        &env(&[("CREDENTIALS_DIRECTORY", empty.path().to_str().unwrap())]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("indigo.api_key_file"), "{err}");
+}
+
+#[test]
 fn state_dir_defaults_to_systemds_state_directory() {
     let cfg = Config::parse(
         MINIMAL,

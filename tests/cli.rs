@@ -1,0 +1,57 @@
+//! The generated shell completions and man page, through the real binary.
+
+use std::process::Command;
+
+fn dynwall(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dynwall"))
+        .args(args)
+        .env_remove("DYNWALL_CONFIG")
+        .output()
+        .expect("dynwall runs")
+}
+
+#[test]
+fn completions_cover_every_shell_and_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = dynwall(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for sub in ["run", "check", "ip", "status", "healthcheck", "demo", "man"] {
+            assert!(text.contains(sub), "{shell}: no {sub} in\n{text}");
+        }
+        assert!(text.contains("config"), "{shell}: options complete too");
+    }
+    let out = dynwall(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_prints_a_roff_page_for_section_1() {
+    let out = dynwall(&["man"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(".TH") || text.starts_with(".ie"),
+        "roff: {}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains(".TH dynwall 1"), "{text}");
+    for s in ["healthcheck", "completions", ".SH EXIT STATUS", "SIGHUP"] {
+        assert!(text.contains(s), "{s} missing from\n{text}");
+    }
+}
+
+#[test]
+fn help_documents_both_commands() {
+    let out = dynwall(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("completions") && text.contains("man"),
+        "{text}"
+    );
+}

@@ -1,0 +1,323 @@
+//! What a container needs, tested without a container engine: the shipped container config,
+//! the image and compose files agreeing with it, the real binary as PID 1 of a new PID namespace
+//! stopping on SIGTERM, and `dynwall healthcheck` (the image's HEALTHCHECK) on state files.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dynwall::config::Config;
+use dynwall::state::now_unix;
+use tokio::process::Command;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_container_config_parses_with_its_secrets_from_run_secrets() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("indigo_api_key"), "key-from-secret\n").expect("key");
+    std::fs::write(
+        secrets.path().join("indigo_api_secret"),
+        "secret-from-secret\n",
+    )
+    .expect("secret");
+    let text = read("packaging/docker/dynwall.toml")
+        .replace("/run/secrets/", &format!("{}/", secrets.path().display()));
+    let cfg = Config::parse(
+        &text,
+        Path::new("/etc/dynwall/dynwall.toml"),
+        &HashMap::new(),
+    )
+    .expect("the container example is valid");
+    assert_eq!(cfg.daemon.state_dir, PathBuf::from("/var/lib/dynwall"));
+    assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
+    assert_eq!(cfg.indigo.api_key.expose(), "key-from-secret");
+    assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-secret");
+    assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
+    assert_eq!(cfg.firewalls.len(), 1);
+    assert_eq!(cfg.resolver.quorum, 2);
+}
+
+#[test]
+fn the_image_compose_file_and_container_config_agree() {
+    let dockerfile = read("packaging/docker/Dockerfile");
+    let compose = read("packaging/docker/compose.yaml");
+    let config = read("packaging/docker/dynwall.toml");
+    let ignore = read(".dockerignore");
+    for line in [
+        "FROM rust:1-bookworm AS build",
+        "cargo build --release --locked --target x86_64-unknown-linux-musl",
+        "FROM gcr.io/distroless/static-debian12:nonroot",
+        "USER 65532",
+        "ENV DYNWALL_CONFIG=/etc/dynwall/dynwall.toml",
+        "VOLUME /var/lib/dynwall",
+        "CMD [\"/usr/local/bin/dynwall\", \"healthcheck\"]",
+        "ENTRYPOINT [\"/usr/local/bin/dynwall\"]",
+        "CMD [\"run\"]",
+    ] {
+        assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
+    }
+    for line in [
+        "read_only: true",
+        "cap_drop: [ALL]",
+        "no-new-privileges:true",
+        "init: false",
+        "restart: unless-stopped",
+        "stop_grace_period:",
+        "- state:/var/lib/dynwall",
+        "- ./dynwall.toml:/etc/dynwall/dynwall.toml:ro",
+        "file: ./secrets/indigo_api_key",
+        "file: ./secrets/indigo_api_secret",
+    ] {
+        assert!(compose.contains(line), "compose.yaml lacks {line:?}");
+    }
+    // Compose mounts secret NAME at /run/secrets/NAME: the config must read those paths.
+    for name in ["indigo_api_key", "indigo_api_secret"] {
+        assert!(
+            compose.contains(&format!("- {name}")),
+            "compose uses {name}"
+        );
+        assert!(
+            config.contains(&format!("\"/run/secrets/{name}\"")),
+            "config reads /run/secrets/{name}"
+        );
+    }
+    assert!(config.contains("state_dir = \"/var/lib/dynwall\""));
+    // The build context is the repository: everything is excluded but what cargo needs.
+    assert!(ignore.lines().any(|l| l.trim() == "*"), "{ignore}");
+    for keep in ["!Cargo.toml", "!Cargo.lock", "!src/", "!benches/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == keep),
+            "{keep} in {ignore}"
+        );
+    }
+}
+
+// ---- PID 1 ------------------------------------------------------------------------------------
+
+/// `unshare` with the same scrubbed environment as the tests' `bin()`.
+fn unshare() -> Command {
+    let mut c = Command::new("unshare");
+    for v in [
+        "RUST_LOG",
+        "DYNWALL_CONFIG",
+        "NOTIFY_SOCKET",
+        "STATE_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+        "JOURNAL_STREAM",
+        "DYNWALL_INDIGO_API_KEY",
+        "DYNWALL_INDIGO_API_SECRET",
+        "IndigoApiKey",
+        "IndigoApiPrivateKey",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null()).kill_on_drop(true);
+    c
+}
+
+/// Whether this machine lets us create a PID namespace (root, or user namespaces allowed).
+async fn pid_namespaces_work() -> bool {
+    match unshare()
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output()
+        .await
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            println!(
+                "note: unshare --pid fails here ({}); skipping the PID 1 test",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            println!("note: unshare is not available ({e}); skipping the PID 1 test");
+            false
+        }
+    }
+}
+
+/// The pid (as seen from here) of `parent`'s child once that child is running dynwall.
+fn dynwall_child_of(parent: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .ok()
+        .or_else(|| {
+            let out = std::process::Command::new("pgrep")
+                .args(["-P", &parent.to_string()])
+                .output()
+                .ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        })?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "dynwall")
+                .unwrap_or(false)
+        })
+}
+
+/// The pids of a process in each PID namespace it belongs to, outermost first.
+fn ns_pids(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn as_pid_1_the_daemon_stops_on_sigterm_promptly_and_cleanly() {
+    if !pid_namespaces_work().await {
+        return;
+    }
+    let w = World::new().await;
+    let cfg = w.config();
+    let outer = unshare()
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_dynwall"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare starts");
+    let outer_pid = outer.id().expect("unshare pid");
+
+    let mut inner = None;
+    eventually(Duration::from_secs(10), "dynwall under unshare", || {
+        inner = dynwall_child_of(outer_pid);
+        inner.is_some()
+    })
+    .await;
+    let inner = inner.expect("found above");
+    let pids = ns_pids(inner);
+    assert_eq!(
+        pids.last(),
+        Some(&1),
+        "dynwall is PID 1 inside: NSpid {pids:?}"
+    );
+    eventually(Duration::from_secs(15), "the first cycle", || {
+        state_json(&w)["last_cycle"]["ok"] == true
+    })
+    .await;
+
+    // As with `docker stop`, SIGTERM comes from outside the namespace; the kernel delivers it
+    // to a namespace's init only because dynwall installed a handler.
+    let sent = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &inner.to_string()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(st.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), outer.wait_with_output())
+        .await
+        .expect("dynwall as PID 1 stops on SIGTERM")
+        .expect("wait");
+    let took = sent.elapsed();
+    println!("SIGTERM to exit as PID 1: {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert_eq!(
+        state_json(&w)["version"],
+        1,
+        "state is valid after the stop"
+    );
+}
+
+// ---- healthcheck ------------------------------------------------------------------------------
+
+fn write_state(w: &World, last_cycle: serde_json::Value) {
+    std::fs::create_dir_all(w.state_dir()).expect("state dir");
+    let st = serde_json::json!({
+        "version": 1,
+        "last_ip": OLD_IP,
+        "firewalls": {},
+        "last_cycle": last_cycle,
+        "instances": {},
+    });
+    std::fs::write(
+        w.state_dir().join("state.json"),
+        serde_json::to_vec_pretty(&st).expect("json"),
+    )
+    .expect("write state");
+}
+
+fn cycle(ago: u64, ok: bool) -> serde_json::Value {
+    let at = now_unix() - ago;
+    serde_json::json!({
+        "finished_at": at,
+        "ok": ok,
+        "interval_secs": 60,
+        "error": if ok { serde_json::Value::Null } else { "no usable public address: sources disagree".into() },
+        "last_success_at": if ok { Some(at) } else { None },
+    })
+}
+
+#[tokio::test]
+async fn healthcheck_is_healthy_only_after_a_recent_successful_cycle() {
+    let w = World::new().await;
+    let cfg = w.config_with(
+        "interval = \"60s\"",
+        &format!("[[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}, {DB}]\n"),
+        "",
+    );
+    let check = |why: &'static str, want: i32| {
+        let cfg = cfg.clone();
+        async move {
+            let out = run(&cfg, &["healthcheck"]).await;
+            assert_eq!(code(&out), want, "{why}: {}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+
+    let out = check("no state at all", 1).await;
+    assert!(out.contains("no cycle has finished yet"), "{out}");
+
+    write_state(&w, serde_json::Value::Null);
+    check("state without a cycle", 1).await;
+
+    write_state(&w, cycle(5, true));
+    let out = check("a fresh successful cycle", 0).await;
+    assert!(out.contains("healthy"), "{out}");
+
+    write_state(&w, cycle(5, false));
+    let out = check("the last cycle failed", 1).await;
+    assert!(out.contains("last cycle failed"), "{out}");
+
+    write_state(&w, cycle(170, true));
+    check("under three intervals old", 0).await;
+
+    write_state(&w, cycle(3 * 60 + 30, true));
+    let out = check("older than three intervals", 1).await;
+    assert!(out.contains("limit 180s"), "{out}");
+
+    // The healthcheck never takes the lock and never writes.
+    let before = std::fs::read(w.state_dir().join("state.json")).expect("state");
+    check("again", 1).await;
+    assert_eq!(
+        std::fs::read(w.state_dir().join("state.json")).expect("state"),
+        before
+    );
+}
