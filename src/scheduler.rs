@@ -132,9 +132,9 @@ pub async fn run(
     let mut next_probe = Instant::now();
     let mut sync_status = String::from("starting");
     let mut probe_line: Option<String> = None;
-    let mut last_status = String::new();
     loop {
         let now = Instant::now();
+        let mut worked = true;
         if now >= next_sync {
             let Some(outcome) = guarded(&shutdown, &mut watchdog, &notifier, engine.cycle()).await
             else {
@@ -184,14 +184,16 @@ pub async fn run(
                 Err(_) => tracing::error!("probe round did not finish in time; abandoned"),
             }
             next_probe = Instant::now() + engine.probe_pause().mul_f64(1.0 + JITTER * jitter());
+        } else {
+            worked = false;
         }
         let status = match &probe_line {
             Some(p) => format!("{sync_status}; {p}"),
             None => sync_status.clone(),
         };
-        if status != last_status {
+        // After every cycle or round (not on the idle wake-ups that only feed the watchdog).
+        if worked {
             notifier.status(&status);
-            last_status.clone_from(&status);
         }
 
         let wake = if engine.has_probes() {

@@ -212,10 +212,7 @@ async fn no_action_when_no_source_answers() {
     w.sim.set_responsive(WEB, false);
     let cfg = config(&w, &probe_table(&w, WEB, &[]));
     let log = assert_no_action(&w, &cfg, &[]).await;
-    assert!(
-        log.contains("no usable public IPv4 address"),
-        "{log}"
-    );
+    assert!(log.contains("no usable public IPv4 address"), "{log}");
 }
 
 #[tokio::test]
