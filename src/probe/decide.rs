@@ -223,7 +223,13 @@ impl fmt::Display for HoldReason {
             HoldReason::AlreadyActed => {
                 f.write_str("already remediated in this incident; waiting for a success or a reset")
             }
-            HoldReason::Backoff { until } => write!(f, "backing off until {until} (unix time)"),
+            HoldReason::Backoff { until } => write!(
+                f,
+                "backing off until {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(*until)
+                )
+            ),
             HoldReason::OneAtATime => f.write_str("another instance is being remediated"),
             HoldReason::Disabled => f.write_str("remediation is disabled for it"),
             HoldReason::DryRun => f.write_str("dry run"),
