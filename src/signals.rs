@@ -6,7 +6,8 @@ use signal_hook_tokio::Signals;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Installs the handlers. SIGTERM/SIGINT cancel `shutdown`; each SIGHUP sends one reload request.
+/// Installs the handlers. SIGTERM/SIGINT cancel `shutdown` (a second one exits at once); each
+/// SIGHUP sends one reload request.
 ///
 /// Must be called from inside the tokio runtime; the returned receiver yields reload requests.
 pub fn install(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
@@ -18,6 +19,12 @@ pub fn install(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()
                 SIGHUP => {
                     // A reload already queued covers this one too.
                     let _ = tx.try_send(());
+                }
+                _ if shutdown.is_cancelled() => {
+                    // A second request to stop: do not wait for the graceful path. State writes
+                    // are atomic renames, so stopping here leaves a valid state file.
+                    tracing::warn!("signal {sig} received again; exiting now");
+                    std::process::exit(0);
                 }
                 _ => {
                     tracing::info!("signal {sig} received; stopping");
