@@ -136,7 +136,10 @@ impl Engine {
 
     /// Runs one cycle and persists its outcome (a dry run keeps it in memory only).
     pub async fn cycle(&mut self) -> CycleReport {
-        let resolution = self.resolvers.resolve_until_settled().await;
+        let resolution = self
+            .resolvers
+            .resolve_until_settled(crate::net::Family::Ipv4)
+            .await;
         self.last_resolution = Some((Instant::now(), resolution.any_accepted()));
         let ip = resolution.outcome.as_ref().ok().copied();
         let mut report = CycleReport {
@@ -425,7 +428,10 @@ impl Engine {
         let connectivity_ok = match self.last_resolution {
             Some((at, ok)) if at.elapsed() <= fresh_for || !needed => ok,
             _ => {
-                let r = self.resolvers.resolve_until_settled().await;
+                let r = self
+                    .resolvers
+                    .resolve_until_settled(crate::net::Family::Ipv4)
+                    .await;
                 let ok = r.any_accepted();
                 self.last_resolution = Some((Instant::now(), ok));
                 ok

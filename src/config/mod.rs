@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::net::{is_global, IpNet};
+use crate::net::{is_global, Family, IpNet};
 use crate::provider::{FirewallId, InstanceId};
 use raw::{Dur, RawConfig};
 
@@ -34,12 +34,21 @@ pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-request timeout for the cloud API.
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Public IP sources used when the config has no `[resolver]` table: three independent operators.
-pub const DEFAULT_SOURCES: &[&str] = &[
-    "https://api.ipify.org",
-    "https://ipv4.icanhazip.com",
-    "https://checkip.amazonaws.com",
-];
+/// Public-IP sources used when the config lists none, written exactly as a user would write them
+/// (and parsed by the same code): three independent operators over HTTPS.
+pub const DEFAULT_SOURCES: &str = r#"
+[[source]]
+kind = "http"
+url = "https://api.ipify.org"
+
+[[source]]
+kind = "http"
+url = "https://ipv4.icanhazip.com"
+
+[[source]]
+kind = "http"
+url = "https://checkip.amazonaws.com"
+"#;
 
 /// The environment as seen while loading the config.
 pub trait Env {
@@ -132,30 +141,58 @@ pub struct DaemonConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolverConfig {
-    /// Number of sources that must return the same address.
-    pub quorum: usize,
+    /// Number of sources of one family that must return the same address, as configured. `None`
+    /// means the default: per family, `min(2, number of sources of that family)`.
+    pub quorum: Option<usize>,
     /// Per-source timeout.
     pub timeout: Duration,
     pub sources: Vec<SourceConfig>,
 }
 
-/// One public-IP source.
+impl ResolverConfig {
+    /// The sources of `family`, in configuration order.
+    pub fn sources_of(&self, family: Family) -> impl Iterator<Item = &SourceConfig> {
+        self.sources.iter().filter(move |s| s.family == family)
+    }
+}
+
+/// One public-IP source: what to ask, and which address family it answers for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceConfig {
-    /// The body is exactly one address.
+pub struct SourceConfig {
+    /// The family the source is asked over and must answer with; an answer of the other family
+    /// is rejected.
+    pub family: Family,
+    pub kind: SourceKind,
+}
+
+/// What a source asks, per `kind`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `http`: the body is exactly one address.
     Http { url: Url },
-    /// The body is JSON; the address is at `field`.
+    /// `http-json`: the body is JSON; the address is at `field`.
     HttpJson { url: Url, field: JsonField },
 }
 
 impl SourceConfig {
-    /// A short label for logs and `dynwall ip`.
+    /// A short label for logs and `dynwall ip`; a password in a URL is masked. The family is not
+    /// part of it (it is shown beside it).
     pub fn label(&self) -> String {
-        match self {
-            SourceConfig::Http { url } => format!("http {url}"),
-            SourceConfig::HttpJson { url, field } => format!("http-json {url} {field}"),
+        match &self.kind {
+            SourceKind::Http { url } => format!("http {}", masked(url)),
+            SourceKind::HttpJson { url, field } => format!("http-json {} {field}", masked(url)),
         }
     }
+}
+
+/// `url` with its password, if any, replaced by `***`.
+pub fn masked(url: &Url) -> Url {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot carry credentials, which then have none to mask.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown
 }
 
 /// Where in a JSON document the address is.
@@ -378,11 +415,13 @@ fn resolver_from_raw(
     let raw = raw.unwrap_or_default();
     let timeout = raw.timeout.map_or(DEFAULT_RESOLVER_TIMEOUT, |d| d.0);
     let sources = if raw.source.is_empty() {
-        DEFAULT_SOURCES
-            .iter()
-            .filter_map(|u| Url::parse(u).ok())
-            .map(|url| SourceConfig::Http { url })
-            .collect()
+        default_sources().map_err(|reason| {
+            ConfigError::invalid(
+                path,
+                "resolver.source",
+                format!("built-in default: {reason}"),
+            )
+        })?
     } else {
         let mut out = Vec::with_capacity(raw.source.len());
         for (i, s) in raw.source.into_iter().enumerate() {
@@ -390,9 +429,8 @@ fn resolver_from_raw(
         }
         out
     };
-    let default_quorum = sources.len().min(2);
     let quorum = match raw.quorum {
-        None => default_quorum,
+        None => None,
         Some(0) => {
             return Err(ConfigError::invalid(
                 path,
@@ -400,17 +438,22 @@ fn resolver_from_raw(
                 "must be at least 1",
             ));
         }
-        Some(q) if q as usize > sources.len() => {
-            return Err(ConfigError::invalid(
-                path,
-                "resolver.quorum",
-                format!(
-                    "{q} sources must agree but only {} are configured",
-                    sources.len()
-                ),
-            ));
+        Some(q) => {
+            let q = q as usize;
+            let count = |f| sources.iter().filter(|s| s.family == f).count();
+            let (v4, v6) = (count(Family::Ipv4), count(Family::Ipv6));
+            if q > v4.max(v6) {
+                return Err(ConfigError::invalid(
+                    path,
+                    "resolver.quorum",
+                    format!(
+                        "{q} sources of one family must agree, but only {v4} IPv4 and {v6} IPv6 \
+                         sources are configured"
+                    ),
+                ));
+            }
+            Some(q)
         }
-        Some(q) => q as usize,
     };
     Ok(ResolverConfig {
         quorum,
@@ -419,46 +462,118 @@ fn resolver_from_raw(
     })
 }
 
+/// The built-in sources ([`DEFAULT_SOURCES`]), validated like a user's.
+pub fn default_sources() -> Result<Vec<SourceConfig>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Defaults {
+        source: Vec<raw::RawSource>,
+    }
+    let defaults: Defaults = toml::from_str(DEFAULT_SOURCES).map_err(|e| e.to_string())?;
+    defaults
+        .source
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| source_from_raw(s, i, Path::new("(built-in)")).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The kinds of source, and the keys each one takes besides `kind` and `family`.
+const SOURCE_KINDS: &[(&str, &[&str])] = &[("http", &["url"]), ("http-json", &["url", "field"])];
+
 fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceConfig, ConfigError> {
     let key = |k: &str| format!("resolver.source[{i}].{k}");
-    let url_text = s
-        .url
-        .ok_or_else(|| ConfigError::invalid(path, key("url"), "missing"))?;
-    let url = source_url(&url_text).map_err(|r| ConfigError::invalid(path, key("url"), r))?;
-    match s.kind.as_str() {
-        "http" => {
-            if s.field.is_some() {
-                return Err(ConfigError::invalid(
-                    path,
-                    key("field"),
-                    "only http-json sources take a field",
-                ));
-            }
-            Ok(SourceConfig::Http { url })
-        }
-        "http-json" => {
-            let field = s
-                .field
-                .ok_or_else(|| ConfigError::invalid(path, key("field"), "missing"))?;
-            let field = if field.starts_with('/') {
-                JsonField::Pointer(field)
-            } else if field.is_empty() {
-                return Err(ConfigError::invalid(
-                    path,
-                    key("field"),
-                    "must not be empty",
-                ));
-            } else {
-                JsonField::Key(field)
-            };
-            Ok(SourceConfig::HttpJson { url, field })
-        }
-        other => Err(ConfigError::invalid(
-            path,
-            key("kind"),
-            format!("unknown source kind {other:?} (expected \"http\" or \"http-json\")"),
-        )),
+    let err = |k: &str, reason: String| ConfigError::invalid(path, key(k), reason);
+    let kind = s.kind.as_str();
+    let Some((_, allowed)) = SOURCE_KINDS.iter().find(|(k, _)| *k == kind) else {
+        let names: Vec<String> = SOURCE_KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
+        return Err(err(
+            "kind",
+            format!(
+                "unknown source kind {kind:?} (expected one of {})",
+                names.join(", ")
+            ),
+        ));
+    };
+    let present = [("url", s.url.is_some()), ("field", s.field.is_some())];
+    if let Some((stray, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+        return Err(err(
+            stray,
+            format!(
+                "not a key of kind = {kind:?} sources (they take {}, and family)",
+                allowed.join(", ")
+            ),
+        ));
     }
+    let family = match s.family.as_deref() {
+        None => None,
+        Some("ipv4") => Some(Family::Ipv4),
+        Some("ipv6") => Some(Family::Ipv6),
+        Some(other) => {
+            return Err(err(
+                "family",
+                format!("{other:?} is not a family (expected \"ipv4\" or \"ipv6\")"),
+            ))
+        }
+    };
+    let required = |k: &str, v: Option<String>| v.ok_or_else(|| err(k, "missing".to_string()));
+    let family_or_v4 = family.unwrap_or(Family::Ipv4);
+    let url = source_url(&required("url", s.url)?).map_err(|r| err("url", r))?;
+    url_family(&url, family_or_v4).map_err(|r| err("url", r))?;
+    let kind = if kind == "http" {
+        SourceKind::Http { url }
+    } else {
+        let field = required("field", s.field)?;
+        let field = if field.starts_with('/') {
+            JsonField::Pointer(field)
+        } else if field.is_empty() {
+            return Err(err("field", "must not be empty".into()));
+        } else {
+            JsonField::Key(field)
+        };
+        SourceKind::HttpJson { url, field }
+    };
+    Ok(SourceConfig {
+        family: family_or_v4,
+        kind,
+    })
+}
+
+fn family_label(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "IPv4",
+        Family::Ipv6 => "IPv6",
+    }
+}
+
+fn family_key(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    }
+}
+
+/// A URL whose host is an address literal of the other family can never be reached by a source
+/// bound to `family`.
+fn url_family(url: &Url, family: Family) -> Result<(), String> {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => family_matches(IpAddr::V4(ip), family),
+        Some(url::Host::Ipv6(ip)) => family_matches(IpAddr::V6(ip), family),
+        _ => Ok(()),
+    }
+}
+
+fn family_matches(ip: IpAddr, family: Family) -> Result<(), String> {
+    let of = Family::of(ip);
+    if of == family {
+        return Ok(());
+    }
+    Err(format!(
+        "{ip} is an {} address, but the source's family is {} (the server must be reached over \
+         the family it reports)",
+        family_label(of),
+        family_key(family)
+    ))
 }
 
 /// Source URLs must be https, except for hosts on the local network (a router) or loopback.

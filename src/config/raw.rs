@@ -40,11 +40,17 @@ pub struct RawResolver {
     pub source: Vec<RawSource>,
 }
 
+/// One `[[resolver.source]]` table. Which keys a kind takes is checked in
+/// [`super::Config::from_raw`], so that a key of another kind is named in the error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub kind: String,
+    /// `"ipv4"` or `"ipv6"`: the family asked for, and the only one accepted.
+    pub family: Option<String>,
+    /// `http`, `http-json`: the echo URL.
     pub url: Option<String>,
+    /// `http-json`: top-level key or JSON pointer.
     pub field: Option<String>,
 }
 

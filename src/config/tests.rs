@@ -39,7 +39,7 @@ fn the_shipped_example_parses() {
     let cfg = Config::parse(&text, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
     assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
     assert_eq!(cfg.daemon.reconcile, Duration::from_secs(900));
-    assert_eq!(cfg.resolver.quorum, 2);
+    assert_eq!(cfg.resolver.quorum, Some(2));
     assert_eq!(cfg.resolver.sources.len(), 3);
     assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
@@ -55,8 +55,8 @@ fn defaults_fill_a_minimal_config() {
     assert_eq!(cfg.daemon.interval, DEFAULT_INTERVAL);
     assert_eq!(cfg.daemon.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
-    assert_eq!(cfg.resolver.sources.len(), DEFAULT_SOURCES.len());
-    assert_eq!(cfg.resolver.quorum, 2);
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
+    assert_eq!(cfg.resolver.quorum, None);
     let fw = &cfg.firewalls[0];
     assert_eq!(
         fw.instances,
@@ -138,6 +138,7 @@ kind = "http"
 url = "http://192.168.1.1/ip"
 [[resolver.source]]
 kind = "http-json"
+family = "ipv6"
 url = "http://[::1]:9000/json"
 field = "/data/ip"
 [[firewall]]
@@ -148,9 +149,12 @@ instances = []
     assert_eq!(cfg.indigo.endpoint.as_str(), "http://127.0.0.1:8080/");
     assert_eq!(
         cfg.resolver.sources[1],
-        SourceConfig::HttpJson {
-            url: Url::parse("http://[::1]:9000/json").unwrap(),
-            field: JsonField::Pointer("/data/ip".into()),
+        SourceConfig {
+            family: Family::Ipv6,
+            kind: SourceKind::HttpJson {
+                url: Url::parse("http://[::1]:9000/json").unwrap(),
+                field: JsonField::Pointer("/data/ip".into()),
+            }
         }
     );
 }
@@ -165,16 +169,20 @@ fn invalid_configs_name_the_key_and_the_reason() {
         ("[daemon]\ninterval = 60\n", "daemon.interval", "with a unit"),
         ("[daemon]\nreconcile = \"soon\"\n", "daemon.reconcile", "invalid duration"),
         ("[resolver]\nquorum = 0\n", "resolver.quorum", "at least 1"),
-        ("[resolver]\nquorum = 5\n", "resolver.quorum", "only 3 are configured"),
+        (
+            "[resolver]\nquorum = 5\n",
+            "resolver.quorum",
+            "only 3 IPv4 and 0 IPv6 sources are configured",
+        ),
         (
             "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
             "resolver.source[0].url",
             "plain http",
         ),
         (
-            "[[resolver.source]]\nkind = \"dns\"\nurl = \"https://x.example\"\n",
+            "[[resolver.source]]\nkind = \"ftp\"\nurl = \"https://x.example\"\n",
             "resolver.source[0].kind",
-            "unknown source kind",
+            "unknown source kind \"ftp\" (expected one of \"http\", \"http-json\"",
         ),
         (
             "[[resolver.source]]\nkind = \"http-json\"\nurl = \"https://x.example\"\n",
@@ -296,4 +304,98 @@ fn syntax_errors_name_the_file_and_line() {
         .to_string();
     assert!(err.starts_with("/etc/dynwall/dynwall.toml: "), "{err}");
     assert!(err.contains("line 1"), "{err}");
+}
+
+/// A config whose `[resolver]` is `resolver` (sources and all).
+fn with_resolver(resolver: &str) -> Result<Config, ConfigError> {
+    parse(&format!("{resolver}\n{MINIMAL}"))
+}
+
+#[test]
+fn an_empty_source_list_means_the_defaults() {
+    let cfg = with_resolver("[resolver]\ntimeout = \"2s\"\n").unwrap();
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
+    assert_eq!(cfg.resolver.timeout, Duration::from_secs(2));
+    let labels: Vec<String> = cfg
+        .resolver
+        .sources
+        .iter()
+        .map(SourceConfig::label)
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "http https://api.ipify.org/",
+            "http https://ipv4.icanhazip.com/",
+            "http https://checkip.amazonaws.com/",
+        ]
+    );
+}
+
+#[test]
+fn a_quorum_needs_one_family_with_enough_sources() {
+    let two_v4_one_v6 = r#"
+[[resolver.source]]
+kind = "http"
+url = "https://a.example"
+[[resolver.source]]
+kind = "http"
+url = "https://b.example"
+[[resolver.source]]
+kind = "http"
+family = "ipv6"
+url = "https://c.example"
+"#;
+    let cfg = with_resolver(&format!("[resolver]\nquorum = 2\n{two_v4_one_v6}")).unwrap();
+    assert_eq!(cfg.resolver.quorum, Some(2));
+    assert_eq!(cfg.resolver.sources_of(Family::Ipv6).count(), 1);
+    let err = with_resolver(&format!("[resolver]\nquorum = 3\n{two_v4_one_v6}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "resolver.quorum: 3 sources of one family must agree, but only 2 IPv4 and 1 IPv6"
+        ),
+        "{err}"
+    );
+}
+
+/// Each invalid source must fail naming `resolver.source[N].key` and the reason.
+#[test]
+fn invalid_sources_name_the_key_and_the_reason() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "kind = \"http\"\nurl = \"https://x.example\"\nfield = \"ip\"",
+            "field",
+            "not a key of kind = \"http\" sources (they take url, and family)",
+        ),
+        ("kind = \"http\"", "url", "missing"),
+        (
+            "kind = \"http\"\nurl = \"https://x.example\"\nfamily = \"ip4\"",
+            "family",
+            "not a family",
+        ),
+        (
+            "kind = \"http\"\nfamily = \"ipv6\"\nurl = \"http://192.168.1.1/ip\"",
+            "url",
+            "192.168.1.1 is an IPv4 address, but the source's family is ipv6",
+        ),
+        (
+            "kind = \"http-json\"\nurl = \"https://[2606:4700:4700::1111]/\"\nfield = \"ip\"",
+            "url",
+            "is an IPv6 address, but the source's family is ipv4",
+        ),
+        (
+            "kind = \"http-json\"\nurl = \"https://x.example\"\nfield = \"\"",
+            "field",
+            "must not be empty",
+        ),
+    ];
+    for (source, key, reason) in cases {
+        let text = format!("[resolver]\nquorum = 1\n[[resolver.source]]\n{source}\n");
+        let err = with_resolver(&text).expect_err(source).to_string();
+        let want = format!(" resolver.source[0].{key}: ");
+        assert!(err.contains(&want), "want {want:?} in {err:?}");
+        assert!(err.contains(reason), "want {reason:?} in {err:?}");
+    }
 }

@@ -19,6 +19,7 @@ pub(super) struct TestServer {
     delay: Duration,
     endless: bool,
     redirect_to_self: bool,
+    ipv6: bool,
 }
 
 impl TestServer {
@@ -30,6 +31,7 @@ impl TestServer {
             delay: Duration::ZERO,
             endless: false,
             redirect_to_self: false,
+            ipv6: false,
         }
     }
 
@@ -72,9 +74,17 @@ impl TestServer {
         self
     }
 
-    /// Binds an ephemeral port on 127.0.0.1 and serves until the returned handle is dropped.
+    /// Listen on `[::1]` instead of 127.0.0.1.
+    pub(super) fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// Binds an ephemeral port on 127.0.0.1 (or `[::1]`) and serves until the returned handle is
+    /// dropped.
     pub(super) async fn start(mut self) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         if self.redirect_to_self {
             let me = format!("http://{addr}/");
