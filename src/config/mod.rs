@@ -50,6 +50,9 @@ kind = "http"
 url = "https://checkip.amazonaws.com"
 "#;
 
+/// Default port of `dns` source servers.
+pub const DNS_PORT: u16 = 53;
+
 /// The environment as seen while loading the config.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -172,6 +175,77 @@ pub enum SourceKind {
     Http { url: Url },
     /// `http-json`: the body is JSON; the address is at `field`.
     HttpJson { url: Url, field: JsonField },
+    /// `dns`: a "whoami" name asked directly of one DNS server.
+    Dns(DnsSource),
+    /// `stun`: a STUN Binding request; the server's view of our address.
+    Stun(StunSource),
+}
+
+/// The record type a `dns` source asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsRecord {
+    A,
+    Aaaa,
+    /// One TXT string holding the address.
+    Txt,
+}
+
+impl DnsRecord {
+    /// The name as written in the config (`"A"`, `"AAAA"`, `"TXT"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsRecord::A => "A",
+            DnsRecord::Aaaa => "AAAA",
+            DnsRecord::Txt => "TXT",
+        }
+    }
+}
+
+/// The DNS class a `dns` source asks in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsClass {
+    /// Internet, the usual class.
+    In,
+    /// Chaos, used by Cloudflare's `whoami.cloudflare`.
+    Ch,
+}
+
+impl DnsClass {
+    /// The name as written in the config (`"IN"`, `"CH"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsClass::In => "IN",
+            DnsClass::Ch => "CH",
+        }
+    }
+}
+
+/// A `dns` source: `name` of type `record` in `class`, asked of `server` over UDP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSource {
+    pub server: SocketAddr,
+    /// A valid, absolute-or-relative DNS name (checked when the config is read).
+    pub name: String,
+    pub record: DnsRecord,
+    pub class: DnsClass,
+}
+
+impl fmt::Display for DnsSource {
+    /// `myip.opendns.com A @208.67.222.222:53`; the class is shown only when it is not IN.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.record.as_str())?;
+        if self.class != DnsClass::In {
+            write!(f, "/{}", self.class.as_str())?;
+        }
+        write!(f, " @{}", self.server)
+    }
+}
+
+/// A `stun` source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StunSource {
+    /// `host:port`; a host name is resolved with the system resolver at each lookup.
+    pub server: String,
 }
 
 impl SourceConfig {
@@ -181,6 +255,8 @@ impl SourceConfig {
         match &self.kind {
             SourceKind::Http { url } => format!("http {}", masked(url)),
             SourceKind::HttpJson { url, field } => format!("http-json {} {field}", masked(url)),
+            SourceKind::Dns(d) => format!("dns {d}"),
+            SourceKind::Stun(s) => format!("stun {}", s.server),
         }
     }
 }
@@ -479,7 +555,12 @@ pub fn default_sources() -> Result<Vec<SourceConfig>, String> {
 }
 
 /// The kinds of source, and the keys each one takes besides `kind` and `family`.
-const SOURCE_KINDS: &[(&str, &[&str])] = &[("http", &["url"]), ("http-json", &["url", "field"])];
+const SOURCE_KINDS: &[(&str, &[&str])] = &[
+    ("http", &["url"]),
+    ("http-json", &["url", "field"]),
+    ("dns", &["server", "name", "record", "class"]),
+    ("stun", &["server"]),
+];
 
 fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceConfig, ConfigError> {
     let key = |k: &str| format!("resolver.source[{i}].{k}");
@@ -495,7 +576,14 @@ fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceCon
             ),
         ));
     };
-    let present = [("url", s.url.is_some()), ("field", s.field.is_some())];
+    let present = [
+        ("url", s.url.is_some()),
+        ("field", s.field.is_some()),
+        ("server", s.server.is_some()),
+        ("name", s.name.is_some()),
+        ("record", s.record.is_some()),
+        ("class", s.class.is_some()),
+    ];
     if let Some((stray, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
         return Err(err(
             stray,
@@ -518,20 +606,46 @@ fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceCon
     };
     let required = |k: &str, v: Option<String>| v.ok_or_else(|| err(k, "missing".to_string()));
     let family_or_v4 = family.unwrap_or(Family::Ipv4);
-    let url = source_url(&required("url", s.url)?).map_err(|r| err("url", r))?;
-    url_family(&url, family_or_v4).map_err(|r| err("url", r))?;
-    let kind = if kind == "http" {
-        SourceKind::Http { url }
-    } else {
-        let field = required("field", s.field)?;
-        let field = if field.starts_with('/') {
-            JsonField::Pointer(field)
-        } else if field.is_empty() {
-            return Err(err("field", "must not be empty".into()));
-        } else {
-            JsonField::Key(field)
-        };
-        SourceKind::HttpJson { url, field }
+    let kind = match kind {
+        "http" | "http-json" => {
+            let url = source_url(&required("url", s.url)?).map_err(|r| err("url", r))?;
+            url_family(&url, family_or_v4).map_err(|r| err("url", r))?;
+            if kind == "http" {
+                SourceKind::Http { url }
+            } else {
+                let field = required("field", s.field)?;
+                let field = if field.starts_with('/') {
+                    JsonField::Pointer(field)
+                } else if field.is_empty() {
+                    return Err(err("field", "must not be empty".into()));
+                } else {
+                    JsonField::Key(field)
+                };
+                SourceKind::HttpJson { url, field }
+            }
+        }
+        "dns" => {
+            let dns = dns_from_raw(s.server, s.name, s.record, s.class, family)
+                .map_err(|(k, r)| err(k, r))?;
+            let family = match dns.record {
+                DnsRecord::A => Family::Ipv4,
+                DnsRecord::Aaaa => Family::Ipv6,
+                DnsRecord::Txt => family_or_v4,
+            };
+            family_matches(dns.server.ip(), family).map_err(|r| err("server", r))?;
+            return Ok(SourceConfig {
+                family,
+                kind: SourceKind::Dns(dns),
+            });
+        }
+        _ => {
+            let server = required("server", s.server)?;
+            let host = stun_host(&server).map_err(|r| err("server", r))?;
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                family_matches(ip, family_or_v4).map_err(|r| err("server", r))?;
+            }
+            SourceKind::Stun(StunSource { server })
+        }
     };
     Ok(SourceConfig {
         family: family_or_v4,
@@ -574,6 +688,110 @@ fn family_matches(ip: IpAddr, family: Family) -> Result<(), String> {
         family_label(of),
         family_key(family)
     ))
+}
+
+/// Validates the keys of a `dns` source; errors name the key.
+fn dns_from_raw(
+    server: Option<String>,
+    name: Option<String>,
+    record: Option<String>,
+    class: Option<String>,
+    family: Option<Family>,
+) -> Result<DnsSource, (&'static str, String)> {
+    let server = server.ok_or(("server", "missing".to_string()))?;
+    let server = match server.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match server.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, DNS_PORT),
+            Err(_) => {
+                return Err((
+                    "server",
+                    format!(
+                        "{server:?} is not an IP address with an optional port, such as \
+                         \"208.67.222.222:53\" or \"[2620:119:35::35]:53\" (a name would need \
+                         another DNS lookup first)"
+                    ),
+                ))
+            }
+        },
+    };
+    if server.port() == 0 || server.ip().is_unspecified() || server.ip().is_multicast() {
+        return Err(("server", format!("{server} cannot be asked")));
+    }
+    let name = name.ok_or(("name", "missing".to_string()))?;
+    if let Err(e) = hickory_proto::rr::Name::from_ascii(&name) {
+        return Err(("name", format!("{name:?} is not a DNS name: {e}")));
+    }
+    if name.trim_end_matches('.').is_empty() {
+        return Err(("name", "must not be empty".to_string()));
+    }
+    let record = match record.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("A") => DnsRecord::A,
+        Some("AAAA") => DnsRecord::Aaaa,
+        Some("TXT") => DnsRecord::Txt,
+        Some(other) => {
+            return Err((
+                "record",
+                format!("{other:?} is not supported (expected \"A\", \"AAAA\" or \"TXT\")"),
+            ))
+        }
+        None => return Err(("record", "missing (\"A\", \"AAAA\" or \"TXT\")".to_string())),
+    };
+    match (record, family) {
+        (DnsRecord::A, Some(Family::Ipv6)) => {
+            return Err((
+                "family",
+                "an A record holds an IPv4 address; ask for AAAA with family = \"ipv6\"".into(),
+            ))
+        }
+        (DnsRecord::Aaaa, Some(Family::Ipv4)) => {
+            return Err((
+                "family",
+                "an AAAA record holds an IPv6 address; ask for A with family = \"ipv4\"".into(),
+            ))
+        }
+        _ => {}
+    }
+    let class = match class.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("IN") => DnsClass::In,
+        Some("CH") => DnsClass::Ch,
+        Some(other) => {
+            return Err((
+                "class",
+                format!("{other:?} is not supported (expected \"IN\" or \"CH\")"),
+            ))
+        }
+    };
+    Ok(DnsSource {
+        server,
+        name,
+        record,
+        class,
+    })
+}
+
+/// The host part of a STUN server `host:port` (brackets removed from an IPv6 literal).
+fn stun_host(server: &str) -> Result<&str, String> {
+    let bad = || {
+        format!(
+            "{server:?} is not host:port, such as \"stun.l.google.com:19302\" or \
+             \"[2001:4860:4864:5:8000::1]:19302\""
+        )
+    };
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad()),
+    }
+    if let Some(rest) = host.strip_prefix('[') {
+        let inner = rest.strip_suffix(']').ok_or_else(bad)?;
+        inner.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        return Ok(inner);
+    }
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "[]:/".contains(c)) {
+        return Err(bad());
+    }
+    Ok(host)
 }
 
 /// Source URLs must be https, except for hosts on the local network (a router) or loopback.

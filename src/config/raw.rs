@@ -52,6 +52,14 @@ pub struct RawSource {
     pub url: Option<String>,
     /// `http-json`: top-level key or JSON pointer.
     pub field: Option<String>,
+    /// `dns`: `ip[:port]`; `stun`: `host:port`.
+    pub server: Option<String>,
+    /// `dns`: the name asked for.
+    pub name: Option<String>,
+    /// `dns`: `"A"`, `"AAAA"` or `"TXT"`.
+    pub record: Option<String>,
+    /// `dns`: `"IN"` or `"CH"`.
+    pub class: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

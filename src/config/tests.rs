@@ -182,7 +182,7 @@ fn invalid_configs_name_the_key_and_the_reason() {
         (
             "[[resolver.source]]\nkind = \"ftp\"\nurl = \"https://x.example\"\n",
             "resolver.source[0].kind",
-            "unknown source kind \"ftp\" (expected one of \"http\", \"http-json\"",
+            "unknown source kind \"ftp\" (expected one of \"http\", \"http-json\", \"dns\"",
         ),
         (
             "[[resolver.source]]\nkind = \"http-json\"\nurl = \"https://x.example\"\n",
@@ -312,6 +312,91 @@ fn with_resolver(resolver: &str) -> Result<Config, ConfigError> {
 }
 
 #[test]
+fn every_source_kind_parses() {
+    let cfg = with_resolver(
+        r#"
+[resolver]
+quorum = 1
+[[resolver.source]]
+kind = "dns"
+server = "208.67.222.222"
+name = "myip.opendns.com"
+record = "A"
+[[resolver.source]]
+kind = "dns"
+server = "[2620:119:35::35]:5353"
+name = "myip.opendns.com"
+record = "aaaa"
+[[resolver.source]]
+kind = "dns"
+family = "ipv6"
+server = "[2606:4700:4700::1111]:53"
+name = "whoami.cloudflare"
+record = "TXT"
+class = "CH"
+[[resolver.source]]
+kind = "stun"
+server = "stun.l.google.com:19302"
+[[resolver.source]]
+kind = "stun"
+family = "ipv6"
+server = "[::1]:3478"
+[[resolver.source]]
+kind = "http"
+family = "ipv6"
+url = "https://api6.ipify.org"
+"#,
+    )
+    .unwrap();
+    let s = &cfg.resolver.sources;
+    let v4 = Family::Ipv4;
+    let v6 = Family::Ipv6;
+    assert_eq!(
+        s[0],
+        SourceConfig {
+            family: v4,
+            kind: SourceKind::Dns(DnsSource {
+                server: "208.67.222.222:53".parse().unwrap(),
+                name: "myip.opendns.com".into(),
+                record: DnsRecord::A,
+                class: DnsClass::In,
+            })
+        }
+    );
+    // AAAA implies IPv6.
+    assert_eq!(s[1].family, v6);
+    assert!(
+        matches!(&s[1].kind, SourceKind::Dns(d) if d.record == DnsRecord::Aaaa
+        && d.server.port() == 5353)
+    );
+    assert_eq!(s[2].family, v6);
+    assert!(matches!(&s[2].kind, SourceKind::Dns(d) if d.class == DnsClass::Ch));
+    assert_eq!(
+        s[3],
+        SourceConfig {
+            family: v4,
+            kind: SourceKind::Stun(StunSource {
+                server: "stun.l.google.com:19302".into()
+            })
+        }
+    );
+    assert_eq!(s[4].family, v6);
+    assert_eq!(s[5].family, v6);
+    let labels: Vec<String> = s.iter().map(SourceConfig::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "dns myip.opendns.com A @208.67.222.222:53",
+            "dns myip.opendns.com AAAA @[2620:119:35::35]:5353",
+            "dns whoami.cloudflare TXT/CH @[2606:4700:4700::1111]:53",
+            "stun stun.l.google.com:19302",
+            "stun [::1]:3478",
+            "http https://api6.ipify.org/",
+        ]
+    );
+}
+
+#[test]
 fn an_empty_source_list_means_the_defaults() {
     let cfg = with_resolver("[resolver]\ntimeout = \"2s\"\n").unwrap();
     assert_eq!(cfg.resolver.sources, default_sources().unwrap());
@@ -364,32 +449,76 @@ url = "https://c.example"
 #[test]
 fn invalid_sources_name_the_key_and_the_reason() {
     let cases: &[(&str, &str, &str)] = &[
+        ("kind = \"dns\"\nname = \"x\"\nrecord = \"A\"", "server", "missing"),
+        ("kind = \"dns\"\nserver = \"1.1.1.1\"\nrecord = \"A\"", "name", "missing"),
+        ("kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"", "record", "missing"),
         (
-            "kind = \"http\"\nurl = \"https://x.example\"\nfield = \"ip\"",
-            "field",
-            "not a key of kind = \"http\" sources (they take url, and family)",
+            "kind = \"dns\"\nserver = \"resolver1.opendns.com\"\nname = \"x\"\nrecord = \"A\"",
+            "server",
+            "not an IP address",
         ),
-        ("kind = \"http\"", "url", "missing"),
         (
-            "kind = \"http\"\nurl = \"https://x.example\"\nfamily = \"ip4\"",
+            "kind = \"dns\"\nserver = \"1.1.1.1:0\"\nname = \"x\"\nrecord = \"A\"",
+            "server",
+            "cannot be asked",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"MX\"",
+            "record",
+            "not supported",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"TXT\"\nclass = \"HS\"",
+            "class",
+            "not supported",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"a..b\"\nrecord = \"A\"",
+            "name",
+            "not a DNS name",
+        ),
+        (
+            "kind = \"dns\"\nfamily = \"ipv6\"\nserver = \"[::1]:53\"\nname = \"x\"\nrecord = \"A\"",
             "family",
-            "not a family",
+            "an A record holds an IPv4 address",
         ),
+        (
+            "kind = \"dns\"\nfamily = \"ipv4\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"AAAA\"",
+            "family",
+            "an AAAA record holds an IPv6 address",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"AAAA\"",
+            "server",
+            "1.1.1.1 is an IPv4 address, but the source's family is ipv6",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"[2606:4700:4700::1111]:53\"\nname = \"x\"\nrecord = \"TXT\"",
+            "server",
+            "is an IPv6 address, but the source's family is ipv4",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"A\"\nurl = \"https://x\"",
+            "url",
+            "not a key of kind = \"dns\" sources (they take server, name, record, class, and family)",
+        ),
+        ("kind = \"stun\"", "server", "missing"),
+        ("kind = \"stun\"\nserver = \"stun.example\"", "server", "not host:port"),
+        ("kind = \"stun\"\nserver = \"[::1\"", "server", "not host:port"),
+        (
+            "kind = \"stun\"\nfamily = \"ipv6\"\nserver = \"127.0.0.1:3478\"",
+            "server",
+            "is an IPv4 address",
+        ),
+        ("kind = \"stun\"\nserver = \"s:1\"\nrecord = \"A\"", "record", "not a key of kind = \"stun\""),
+        ("kind = \"http\"\nurl = \"https://x.example\"\nfield = \"ip\"", "field", "not a key of kind = \"http\""),
+        ("kind = \"http\"\nurl = \"https://x.example\"\nfamily = \"ip4\"", "family", "not a family"),
         (
             "kind = \"http\"\nfamily = \"ipv6\"\nurl = \"http://192.168.1.1/ip\"",
             "url",
             "192.168.1.1 is an IPv4 address, but the source's family is ipv6",
         ),
-        (
-            "kind = \"http-json\"\nurl = \"https://[2606:4700:4700::1111]/\"\nfield = \"ip\"",
-            "url",
-            "is an IPv6 address, but the source's family is ipv4",
-        ),
-        (
-            "kind = \"http-json\"\nurl = \"https://x.example\"\nfield = \"\"",
-            "field",
-            "must not be empty",
-        ),
+        ("kind = \"http-json\"\nurl = \"https://x.example\"\nfield = \"\"", "field", "must not be empty"),
     ];
     for (source, key, reason) in cases {
         let text = format!("[resolver]\nquorum = 1\n[[resolver.source]]\n{source}\n");

@@ -4,9 +4,10 @@
 //! hole. Three layers keep it out:
 //!
 //! 1. **Strict sources.** A source returns the single address its answer states, or an error.
-//!    Nothing is scraped out of HTML pages, headers or longer text ([`http`], [`json`]).
+//!    Nothing is scraped out of HTML pages, headers or longer text. Kinds: [`http`], [`json`],
+//!    [`dns`], [`stun`].
 //! 2. **Validation.** Each source belongs to one address family and is asked over it only (HTTP
-//!    clients are bound to `0.0.0.0` or `::`). [`ResolverSet::resolve`] rejects
+//!    clients and UDP sockets are bound to `0.0.0.0` or `::`). [`ResolverSet::resolve`] rejects
 //!    every answer that is not a globally routable unicast address of that family, with the
 //!    reason ([`Rejection`]).
 //! 3. **Quorum.** Per family, [`decide`] accepts an address only when at least `quorum` sources
@@ -16,10 +17,15 @@
 //! Any failure or doubt ends in a [`ResolveError`], and the caller changes nothing.
 
 mod client;
+pub mod dns;
 pub mod http;
 pub mod json;
+pub mod stun;
+#[cfg(test)]
+mod testfakes;
 #[cfg(test)]
 mod testserver;
+mod udp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,8 +39,10 @@ use crate::config::{ResolverConfig, SourceKind};
 use crate::net::{check_global, Family, NotGlobal};
 
 pub use client::build_client;
+pub use dns::DnsResolver;
 pub use http::HttpResolver;
 pub use json::JsonResolver;
+pub use stun::StunResolver;
 
 /// Longest snippet of a source's answer quoted in an error: enough to recognise an HTML page or a
 /// captive portal, too short to leak anything of substance into logs.
@@ -48,7 +56,8 @@ pub const DEFAULT_QUORUM: usize = 2;
 ///
 /// Contract:
 /// - [`lookup`](Resolver::lookup) makes exactly one attempt (no retries: the scheduler retries on
-///   its next tick, and quorum already tolerates single failures).
+///   its next tick, and quorum already tolerates single failures). A UDP request may be sent
+///   again within that attempt, with the same transaction id, when no answer came back.
 /// - It asks over its [`family`](Resolver::family) only.
 /// - It returns the one address the source states, or an error. It never searches a longer answer
 ///   for something that looks like an address.
@@ -81,7 +90,7 @@ pub enum SourceError {
     /// The answer was longer than a source of its kind can legitimately send; reading stopped.
     #[error("answer exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
-    /// The answer (or the JSON string) is not exactly one IP address.
+    /// The answer (or the JSON string, the TXT string) is not exactly one IP address.
     #[error("answer is not exactly one IP address: {snippet:?}")]
     NotOneAddress { snippet: String },
     /// The body is not valid JSON.
@@ -96,6 +105,16 @@ pub enum SourceError {
     /// No answer within the per-source timeout.
     #[error("no answer within {}", humantime::format_duration(*after))]
     Timeout { after: Duration },
+    /// The answer breaks its protocol: malformed, truncated, for another request (transaction id,
+    /// question), or of an unexpected type.
+    #[error("bad answer: {message}")]
+    Protocol { message: String },
+    /// The DNS server answered with an error code (`rcode` such as `NXDomain`, `ServFail`).
+    #[error("DNS error {rcode}")]
+    Dns { rcode: String },
+    /// The answer holds no or several records of the type asked for.
+    #[error("expected exactly one {record} record, got {count}")]
+    RecordCount { record: &'static str, count: usize },
 }
 
 impl SourceError {
@@ -105,6 +124,7 @@ impl SourceError {
         match self {
             SourceError::Transport { .. } | SourceError::Timeout { .. } => true,
             SourceError::Status { status } => *status >= 500 || matches!(status, 408 | 429),
+            SourceError::Dns { rcode } => rcode == "ServFail",
             _ => false,
         }
     }
@@ -254,6 +274,8 @@ pub enum ResolverBuildError {
     Client(#[source] reqwest::Error),
     #[error("resolver: quorum {quorum} cannot be met by {sources} sources of any one family")]
     Quorum { quorum: usize, sources: usize },
+    #[error("resolver: source {index}: {reason}")]
+    Source { index: usize, reason: String },
 }
 
 /// Whether a source's last answer was usable, for logging changes only.
@@ -348,7 +370,7 @@ impl ResolverSet {
         }
         let mut clients = client::Clients::new(cfg.timeout);
         let mut sources: Vec<Box<dyn Resolver>> = Vec::with_capacity(cfg.sources.len());
-        for s in &cfg.sources {
+        for (index, s) in cfg.sources.iter().enumerate() {
             let family = s.family;
             let source: Box<dyn Resolver> = match &s.kind {
                 SourceKind::Http { url } => Box::new(HttpResolver::new(
@@ -362,6 +384,11 @@ impl ResolverSet {
                     field.clone(),
                     family,
                 )),
+                SourceKind::Dns(d) => Box::new(
+                    DnsResolver::new(d.clone(), family)
+                        .map_err(|reason| ResolverBuildError::Source { index, reason })?,
+                ),
+                SourceKind::Stun(st) => Box::new(StunResolver::new(st.server.clone(), family)),
             };
             sources.push(source);
         }
@@ -639,7 +666,11 @@ fn parse_one_address_bytes(bytes: &[u8]) -> Result<IpAddr, SourceError> {
 /// At most [`SNIPPET_CHARS`] printable ASCII characters of an answer, for error messages. Anything
 /// else (control characters, non-ASCII) becomes `.`; a cut is marked with `…`.
 fn snippet(bytes: &[u8]) -> String {
-    let chars = SNIPPET_CHARS;
+    snippet_of(bytes, SNIPPET_CHARS)
+}
+
+/// [`snippet`] with a chosen length.
+fn snippet_of(bytes: &[u8], chars: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_ascii();
     let mut out: String = text
@@ -994,6 +1025,14 @@ mod tests {
         assert!(e.is_transient());
         assert!(!SourceError::NotOneAddress {
             snippet: String::new()
+        }
+        .is_transient());
+        assert!(SourceError::Dns {
+            rcode: "ServFail".into()
+        }
+        .is_transient());
+        assert!(!SourceError::Dns {
+            rcode: "NXDomain".into()
         }
         .is_transient());
     }
@@ -1359,13 +1398,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn from_config_builds_both_kinds() {
-        use crate::config::SourceKind;
+    async fn from_config_builds_every_kind() {
+        use super::testfakes::{DnsReply, FakeDns, FakeStun, StunReply};
+        use crate::config::{DnsClass, DnsRecord, DnsSource, SourceKind, StunSource};
 
         let plain = TestServer::ok(&format!("{A}\n")).start().await;
         let js = TestServer::ok(&format!(r#"{{"sourceip":"{A}"}}"#))
             .start()
             .await;
+        let dns = FakeDns::start("127.0.0.1:0", DnsReply::Records(vec![A.into()])).await;
+        let stun = FakeStun::start(
+            "127.0.0.1:0",
+            StunReply::Xor(std::net::SocketAddr::new(ip(A), 40000)),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("myip");
+        std::fs::write(&script, format!("#!/bin/sh\necho {A}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let v4 = |kind| SourceConfig {
             family: Family::Ipv4,
             kind,
@@ -1379,16 +1430,49 @@ mod tests {
                     url: js.url(),
                     field: JsonField::Key("sourceip".into()),
                 }),
+                v4(SourceKind::Dns(DnsSource {
+                    server: dns.addr(),
+                    name: "myip.opendns.com".into(),
+                    record: DnsRecord::A,
+                    class: DnsClass::In,
+                })),
+                v4(SourceKind::Stun(StunSource {
+                    server: stun.addr().to_string(),
+                })),
             ],
         };
         let set = ResolverSet::from_config(&cfg).unwrap();
-        assert_eq!((set.len(), set.quorum(Family::Ipv4)), (2, 2));
+        assert_eq!((set.len(), set.quorum(Family::Ipv4)), (4, 2));
         let labels: Vec<&str> = set.labels().collect();
         let want: Vec<String> = cfg.sources.iter().map(SourceConfig::label).collect();
         assert_eq!(labels, want);
         let r = set.resolve(Family::Ipv4).await;
         assert_eq!(r.outcome, Ok(ip(A)), "{:?}", r.answers);
-        assert_eq!(r.agreeing(), 2);
+        assert_eq!(r.agreeing(), 4);
+
+        // The time of one quorum round over these loopback fakes, as the daemon runs it.
+        let rounds = 20;
+        let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let r = set.resolve_until_settled(Family::Ipv4).await;
+            times.push(start.elapsed());
+            assert_eq!(r.outcome, Ok(ip(A)));
+        }
+        times.sort();
+        let all = set.resolve(Family::Ipv4).await;
+        println!(
+            "quorum round over 4 loopback sources (http, http-json, dns, stun): \
+             median {:?}, max {:?} until settled; slowest source {:?}",
+            times[rounds / 2],
+            times[rounds - 1],
+            all.answers
+                .iter()
+                .map(|a| a.latency)
+                .max()
+                .unwrap_or_default()
+        );
+        assert!(times[rounds / 2] < Duration::from_millis(500), "{times:?}");
     }
 
     #[test]
