@@ -52,6 +52,8 @@ url = "https://checkip.amazonaws.com"
 
 /// Default port of `dns` source servers.
 pub const DNS_PORT: u16 = 53;
+/// Where a `upnp` source sends its SSDP search when neither `url` nor `ssdp` is set.
+pub const DEFAULT_SSDP: &str = "239.255.255.250:1900";
 
 /// The environment as seen while loading the config.
 pub trait Env {
@@ -179,6 +181,12 @@ pub enum SourceKind {
     Dns(DnsSource),
     /// `stun`: a STUN Binding request; the server's view of our address.
     Stun(StunSource),
+    /// `upnp`: the home router's WAN address (UPnP IGD `GetExternalIPAddress`).
+    Upnp(UpnpSource),
+    /// `interface`: the one global address of a local interface.
+    Interface { name: String },
+    /// `command`: a program whose output is exactly one address.
+    Command { argv: Vec<String> },
 }
 
 /// The record type a `dns` source asks for.
@@ -248,6 +256,15 @@ pub struct StunSource {
     pub server: String,
 }
 
+/// How a `upnp` source finds the router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpnpSource {
+    /// The device description URL (e.g. `http://192.168.1.1:5000/rootDesc.xml`).
+    Description(Url),
+    /// Discover it with an SSDP search sent to this address (multicast by default).
+    Ssdp(SocketAddr),
+}
+
 impl SourceConfig {
     /// A short label for logs and `dynwall ip`; a password in a URL is masked. The family is not
     /// part of it (it is shown beside it).
@@ -257,6 +274,10 @@ impl SourceConfig {
             SourceKind::HttpJson { url, field } => format!("http-json {} {field}", masked(url)),
             SourceKind::Dns(d) => format!("dns {d}"),
             SourceKind::Stun(s) => format!("stun {}", s.server),
+            SourceKind::Upnp(UpnpSource::Description(url)) => format!("upnp {}", masked(url)),
+            SourceKind::Upnp(UpnpSource::Ssdp(addr)) => format!("upnp ssdp {addr}"),
+            SourceKind::Interface { name } => format!("interface {name}"),
+            SourceKind::Command { argv } => format!("command {}", argv.join(" ")),
         }
     }
 }
@@ -560,6 +581,9 @@ const SOURCE_KINDS: &[(&str, &[&str])] = &[
     ("http-json", &["url", "field"]),
     ("dns", &["server", "name", "record", "class"]),
     ("stun", &["server"]),
+    ("upnp", &["url", "ssdp"]),
+    ("interface", &["name"]),
+    ("command", &["command"]),
 ];
 
 fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceConfig, ConfigError> {
@@ -583,6 +607,8 @@ fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceCon
         ("name", s.name.is_some()),
         ("record", s.record.is_some()),
         ("class", s.class.is_some()),
+        ("ssdp", s.ssdp.is_some()),
+        ("command", s.command.is_some()),
     ];
     if let Some((stray, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
         return Err(err(
@@ -638,13 +664,79 @@ fn source_from_raw(s: raw::RawSource, i: usize, path: &Path) -> Result<SourceCon
                 kind: SourceKind::Dns(dns),
             });
         }
-        _ => {
+        "stun" => {
             let server = required("server", s.server)?;
             let host = stun_host(&server).map_err(|r| err("server", r))?;
             if let Ok(ip) = host.parse::<IpAddr>() {
                 family_matches(ip, family_or_v4).map_err(|r| err("server", r))?;
             }
             SourceKind::Stun(StunSource { server })
+        }
+        "upnp" => {
+            if family == Some(Family::Ipv6) {
+                return Err(err(
+                    "family",
+                    "a UPnP router reports only its IPv4 WAN address; upnp sources are ipv4".into(),
+                ));
+            }
+            let target =
+                match (s.url, s.ssdp) {
+                    (Some(_), Some(_)) => return Err(err(
+                        "ssdp",
+                        "set either url (the router's description) or ssdp (discovery), not both"
+                            .into(),
+                    )),
+                    (Some(u), None) => {
+                        let url = source_url(&u).map_err(|r| err("url", r))?;
+                        url_family(&url, Family::Ipv4).map_err(|r| err("url", r))?;
+                        UpnpSource::Description(url)
+                    }
+                    (None, ssdp) => {
+                        let text = ssdp.unwrap_or_else(|| DEFAULT_SSDP.to_string());
+                        match text.parse::<SocketAddr>() {
+                            Ok(a) if a.is_ipv4() && a.port() != 0 => UpnpSource::Ssdp(a),
+                            _ => {
+                                return Err(err(
+                                    "ssdp",
+                                    format!(
+                                        "{text:?} is not an IPv4 address with a port, such as \
+                                     {DEFAULT_SSDP:?}"
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                };
+            SourceKind::Upnp(target)
+        }
+        "interface" => {
+            let name = required("name", s.name)?;
+            if name.is_empty() || name.len() > 64 || name.contains(|c: char| c.is_whitespace()) {
+                return Err(err(
+                    "name",
+                    format!("{name:?} is not an interface name such as \"eth0\""),
+                ));
+            }
+            SourceKind::Interface { name }
+        }
+        _ => {
+            let argv = s
+                .command
+                .ok_or_else(|| err("command", "missing".to_string()))?;
+            match argv.first() {
+                None => return Err(err("command", "must name a program".into())),
+                Some(p) if !Path::new(p).is_absolute() => {
+                    return Err(err(
+                        "command",
+                        format!(
+                            "{p:?} must be an absolute path: the program runs without a shell \
+                             and without a $PATH search"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            SourceKind::Command { argv }
         }
     };
     Ok(SourceConfig {

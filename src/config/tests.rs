@@ -342,6 +342,18 @@ kind = "stun"
 family = "ipv6"
 server = "[::1]:3478"
 [[resolver.source]]
+kind = "upnp"
+[[resolver.source]]
+kind = "upnp"
+url = "http://192.168.1.1:5000/rootDesc.xml"
+[[resolver.source]]
+kind = "interface"
+family = "ipv6"
+name = "eth0"
+[[resolver.source]]
+kind = "command"
+command = ["/usr/local/bin/myip", "--v4"]
+[[resolver.source]]
 kind = "http"
 family = "ipv6"
 url = "https://api6.ipify.org"
@@ -381,7 +393,32 @@ url = "https://api6.ipify.org"
         }
     );
     assert_eq!(s[4].family, v6);
-    assert_eq!(s[5].family, v6);
+    assert_eq!(
+        s[5].kind,
+        SourceKind::Upnp(UpnpSource::Ssdp(DEFAULT_SSDP.parse().unwrap()))
+    );
+    assert_eq!(
+        s[6].kind,
+        SourceKind::Upnp(UpnpSource::Description(
+            "http://192.168.1.1:5000/rootDesc.xml".parse().unwrap()
+        ))
+    );
+    assert_eq!(
+        s[7],
+        SourceConfig {
+            family: v6,
+            kind: SourceKind::Interface {
+                name: "eth0".into()
+            }
+        }
+    );
+    assert_eq!(
+        s[8].kind,
+        SourceKind::Command {
+            argv: vec!["/usr/local/bin/myip".into(), "--v4".into()]
+        }
+    );
+    assert_eq!(s[9].family, v6);
     let labels: Vec<String> = s.iter().map(SourceConfig::label).collect();
     assert_eq!(
         labels,
@@ -391,6 +428,10 @@ url = "https://api6.ipify.org"
             "dns whoami.cloudflare TXT/CH @[2606:4700:4700::1111]:53",
             "stun stun.l.google.com:19302",
             "stun [::1]:3478",
+            "upnp ssdp 239.255.255.250:1900",
+            "upnp http://192.168.1.1:5000/rootDesc.xml",
+            "interface eth0",
+            "command /usr/local/bin/myip --v4",
             "http https://api6.ipify.org/",
         ]
     );
@@ -511,6 +552,22 @@ fn invalid_sources_name_the_key_and_the_reason() {
             "is an IPv4 address",
         ),
         ("kind = \"stun\"\nserver = \"s:1\"\nrecord = \"A\"", "record", "not a key of kind = \"stun\""),
+        ("kind = \"upnp\"\nfamily = \"ipv6\"", "family", "only its IPv4 WAN address"),
+        (
+            "kind = \"upnp\"\nurl = \"http://192.168.1.1/d.xml\"\nssdp = \"239.255.255.250:1900\"",
+            "ssdp",
+            "not both",
+        ),
+        ("kind = \"upnp\"\nssdp = \"[ff02::c]:1900\"", "ssdp", "not an IPv4 address"),
+        ("kind = \"upnp\"\nurl = \"http://router.example/d.xml\"", "url", "plain http"),
+        ("kind = \"upnp\"\nname = \"eth0\"", "name", "not a key of kind = \"upnp\""),
+        ("kind = \"interface\"", "name", "missing"),
+        ("kind = \"interface\"\nname = \"\"", "name", "not an interface name"),
+        ("kind = \"interface\"\nname = \"eth0\"\nserver = \"x:1\"", "server", "not a key"),
+        ("kind = \"command\"", "command", "missing"),
+        ("kind = \"command\"\ncommand = []", "command", "must name a program"),
+        ("kind = \"command\"\ncommand = [\"myip\"]", "command", "must be an absolute path"),
+        ("kind = \"command\"\ncommand = \"/bin/myip\"", "command", "invalid type"),
         ("kind = \"http\"\nurl = \"https://x.example\"\nfield = \"ip\"", "field", "not a key of kind = \"http\""),
         ("kind = \"http\"\nurl = \"https://x.example\"\nfamily = \"ip4\"", "family", "not a family"),
         (

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use reqwest::redirect;
-use reqwest::{Client, Url};
+use reqwest::{Client, RequestBuilder, Url};
 
 use super::SourceError;
 use crate::net::Family;
@@ -112,6 +112,17 @@ pub(super) async fn get_capped(
         });
     }
     read_capped(response, cap).await
+}
+
+/// Sends `request` and returns the status and body of any answer, whatever its status, reading
+/// at most `cap` bytes of the body (see [`get_capped`]).
+pub(super) async fn send_capped(
+    request: RequestBuilder,
+    cap: usize,
+) -> Result<(u16, Vec<u8>), SourceError> {
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    Ok((status, read_capped(response, cap).await?))
 }
 
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, SourceError> {

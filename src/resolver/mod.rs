@@ -5,7 +5,7 @@
 //!
 //! 1. **Strict sources.** A source returns the single address its answer states, or an error.
 //!    Nothing is scraped out of HTML pages, headers or longer text. Kinds: [`http`], [`json`],
-//!    [`dns`], [`stun`].
+//!    [`dns`], [`stun`], [`upnp`], [`interface`], [`command`].
 //! 2. **Validation.** Each source belongs to one address family and is asked over it only (HTTP
 //!    clients and UDP sockets are bound to `0.0.0.0` or `::`). [`ResolverSet::resolve`] rejects
 //!    every answer that is not a globally routable unicast address of that family, with the
@@ -17,8 +17,10 @@
 //! Any failure or doubt ends in a [`ResolveError`], and the caller changes nothing.
 
 mod client;
+pub mod command;
 pub mod dns;
 pub mod http;
+pub mod interface;
 pub mod json;
 pub mod stun;
 #[cfg(test)]
@@ -26,6 +28,7 @@ mod testfakes;
 #[cfg(test)]
 mod testserver;
 mod udp;
+pub mod upnp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,10 +42,13 @@ use crate::config::{ResolverConfig, SourceKind};
 use crate::net::{check_global, Family, NotGlobal};
 
 pub use client::build_client;
+pub use command::CommandResolver;
 pub use dns::DnsResolver;
 pub use http::HttpResolver;
+pub use interface::InterfaceResolver;
 pub use json::JsonResolver;
 pub use stun::StunResolver;
+pub use upnp::UpnpResolver;
 
 /// Longest snippet of a source's answer quoted in an error: enough to recognise an HTML page or a
 /// captive portal, too short to leak anything of substance into logs.
@@ -64,7 +70,7 @@ pub const DEFAULT_QUORUM: usize = 2;
 /// - It does not judge the address: [`ResolverSet`] checks family and global reachability, so that
 ///   `dynwall ip` can show why an answer was rejected.
 /// - It is cancel-safe: dropping the future at any await point abandons the request and leaves
-///   nothing behind. The caller bounds it with the per-source timeout.
+///   nothing behind (a child process is killed). The caller bounds it with the per-source timeout.
 #[async_trait::async_trait]
 pub trait Resolver: Send + Sync {
     /// Short label for logs and `dynwall ip` (e.g. `http https://api.ipify.org/`).
@@ -90,7 +96,8 @@ pub enum SourceError {
     /// The answer was longer than a source of its kind can legitimately send; reading stopped.
     #[error("answer exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
-    /// The answer (or the JSON string, the TXT string) is not exactly one IP address.
+    /// The answer (or the JSON string, the TXT string, the program's output) is not exactly one
+    /// IP address.
     #[error("answer is not exactly one IP address: {snippet:?}")]
     NotOneAddress { snippet: String },
     /// The body is not valid JSON.
@@ -115,6 +122,42 @@ pub enum SourceError {
     /// The answer holds no or several records of the type asked for.
     #[error("expected exactly one {record} record, got {count}")]
     RecordCount { record: &'static str, count: usize },
+    /// The router refused the UPnP action (a SOAP fault).
+    #[error("the router refused GetExternalIPAddress: UPnP error {code} ({description})")]
+    UpnpFault { code: String, description: String },
+    /// The router's own WAN address is private or carrier-grade NAT: another NAT sits between it
+    /// and the internet, so it does not know the public address.
+    #[error(
+        "the router's WAN address {addr} is {}: this router is behind another NAT; its answer \
+         cannot be your public address",
+        behind_nat_kind(*reason)
+    )]
+    BehindNat { addr: IpAddr, reason: NotGlobal },
+    /// The local interface has no single global address of the family.
+    #[error("{message}")]
+    Interface { message: String },
+    /// The program could not be started.
+    #[error("cannot run the command: {message}")]
+    Spawn { message: String },
+    /// The program ended unsuccessfully (`status`: `exit code 3`, `killed by signal 9`).
+    #[error("the command failed with {status}{}", stderr_suffix(stderr))]
+    Exit { status: String, stderr: String },
+}
+
+fn behind_nat_kind(reason: NotGlobal) -> &'static str {
+    match reason {
+        NotGlobal::SharedCgnat => "carrier-grade NAT",
+        NotGlobal::Private => "private",
+        _ => "not global",
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {stderr:?}")
+    }
 }
 
 impl SourceError {
@@ -389,6 +432,19 @@ impl ResolverSet {
                         .map_err(|reason| ResolverBuildError::Source { index, reason })?,
                 ),
                 SourceKind::Stun(st) => Box::new(StunResolver::new(st.server.clone(), family)),
+                SourceKind::Upnp(u) => Box::new(UpnpResolver::new(
+                    clients
+                        .get(Family::Ipv4)
+                        .map_err(ResolverBuildError::Client)?,
+                    u.clone(),
+                )),
+                SourceKind::Interface { name } => {
+                    Box::new(InterfaceResolver::new(name.clone(), family))
+                }
+                SourceKind::Command { argv } => Box::new(
+                    CommandResolver::new(argv.clone(), family)
+                        .map_err(|reason| ResolverBuildError::Source { index, reason })?,
+                ),
             };
             sources.push(source);
         }
@@ -1400,7 +1456,7 @@ mod tests {
     #[tokio::test]
     async fn from_config_builds_every_kind() {
         use super::testfakes::{DnsReply, FakeDns, FakeStun, StunReply};
-        use crate::config::{DnsClass, DnsRecord, DnsSource, SourceKind, StunSource};
+        use crate::config::{DnsClass, DnsRecord, DnsSource, SourceKind, StunSource, UpnpSource};
 
         let plain = TestServer::ok(&format!("{A}\n")).start().await;
         let js = TestServer::ok(&format!(r#"{{"sourceip":"{A}"}}"#))
@@ -1439,16 +1495,19 @@ mod tests {
                 v4(SourceKind::Stun(StunSource {
                     server: stun.addr().to_string(),
                 })),
+                v4(SourceKind::Command {
+                    argv: vec![script.display().to_string()],
+                }),
             ],
         };
         let set = ResolverSet::from_config(&cfg).unwrap();
-        assert_eq!((set.len(), set.quorum(Family::Ipv4)), (4, 2));
+        assert_eq!((set.len(), set.quorum(Family::Ipv4)), (5, 2));
         let labels: Vec<&str> = set.labels().collect();
         let want: Vec<String> = cfg.sources.iter().map(SourceConfig::label).collect();
         assert_eq!(labels, want);
         let r = set.resolve(Family::Ipv4).await;
         assert_eq!(r.outcome, Ok(ip(A)), "{:?}", r.answers);
-        assert_eq!(r.agreeing(), 4);
+        assert_eq!(r.agreeing(), 5);
 
         // The time of one quorum round over these loopback fakes, as the daemon runs it.
         let rounds = 20;
@@ -1462,7 +1521,7 @@ mod tests {
         times.sort();
         let all = set.resolve(Family::Ipv4).await;
         println!(
-            "quorum round over 4 loopback sources (http, http-json, dns, stun): \
+            "quorum round over 5 loopback sources (http, http-json, dns, stun, command): \
              median {:?}, max {:?} until settled; slowest source {:?}",
             times[rounds / 2],
             times[rounds - 1],
@@ -1473,6 +1532,23 @@ mod tests {
                 .unwrap_or_default()
         );
         assert!(times[rounds / 2] < Duration::from_millis(500), "{times:?}");
+
+        // Labels of the remaining kinds, which need a router or an interface to answer.
+        let more = ResolverConfig {
+            quorum: Some(1),
+            timeout: Duration::from_secs(1),
+            sources: vec![
+                v4(SourceKind::Upnp(UpnpSource::Ssdp(
+                    "239.255.255.250:1900".parse().unwrap(),
+                ))),
+                v4(SourceKind::Interface {
+                    name: "eth0".into(),
+                }),
+            ],
+        };
+        let set = ResolverSet::from_config(&more).unwrap();
+        let labels: Vec<&str> = set.labels().collect();
+        assert_eq!(labels, ["upnp ssdp 239.255.255.250:1900", "interface eth0"]);
     }
 
     #[test]
