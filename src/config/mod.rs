@@ -35,7 +35,13 @@ pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Public-IP sources used when the config lists none, written exactly as a user would write them
-/// (and parsed by the same code): three independent operators over HTTPS.
+/// (and parsed by the same code).
+///
+/// IPv4: four operators (ipify, Amazon, OpenDNS, Cloudflare) over two protocols (HTTPS and DNS),
+/// so that no single operator, protocol or interception of one of them decides on its own with
+/// the default quorum of 2. IPv6: three operators over the same two protocols, asked only when an
+/// IPv6 address is needed. icanhazip is not among them: Cloudflare has run it since 2021, and
+/// Cloudflare is already asked directly.
 pub const DEFAULT_SOURCES: &str = r#"
 [[source]]
 kind = "http"
@@ -43,11 +49,39 @@ url = "https://api.ipify.org"
 
 [[source]]
 kind = "http"
-url = "https://ipv4.icanhazip.com"
+url = "https://checkip.amazonaws.com"
+
+[[source]]
+kind = "dns"
+server = "208.67.222.222:53"
+name = "myip.opendns.com"
+record = "A"
+
+[[source]]
+kind = "dns"
+server = "1.1.1.1:53"
+name = "whoami.cloudflare"
+record = "TXT"
+class = "CH"
 
 [[source]]
 kind = "http"
-url = "https://checkip.amazonaws.com"
+family = "ipv6"
+url = "https://api6.ipify.org"
+
+[[source]]
+kind = "dns"
+server = "[2620:119:35::35]:53"
+name = "myip.opendns.com"
+record = "AAAA"
+
+[[source]]
+kind = "dns"
+family = "ipv6"
+server = "[2606:4700:4700::1111]:53"
+name = "whoami.cloudflare"
+record = "TXT"
+class = "CH"
 "#;
 
 /// Default port of `dns` source servers.

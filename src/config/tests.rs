@@ -40,7 +40,8 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
     assert_eq!(cfg.daemon.reconcile, Duration::from_secs(900));
     assert_eq!(cfg.resolver.quorum, Some(2));
-    assert_eq!(cfg.resolver.sources.len(), 3);
+    assert_eq!(cfg.resolver.sources.len(), 4);
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap()[..4]);
     assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
     assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
@@ -172,7 +173,7 @@ fn invalid_configs_name_the_key_and_the_reason() {
         (
             "[resolver]\nquorum = 5\n",
             "resolver.quorum",
-            "only 3 IPv4 and 0 IPv6 sources are configured",
+            "only 4 IPv4 and 3 IPv6 sources are configured",
         ),
         (
             "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
@@ -438,24 +439,39 @@ url = "https://api6.ipify.org"
 }
 
 #[test]
-fn an_empty_source_list_means_the_defaults() {
-    let cfg = with_resolver("[resolver]\ntimeout = \"2s\"\n").unwrap();
-    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
-    assert_eq!(cfg.resolver.timeout, Duration::from_secs(2));
-    let labels: Vec<String> = cfg
-        .resolver
-        .sources
-        .iter()
-        .map(SourceConfig::label)
-        .collect();
+fn the_defaults_span_operators_protocols_and_families() {
+    let d = default_sources().unwrap();
+    let of = |f: Family| d.iter().filter(|s| s.family == f).collect::<Vec<_>>();
+    let (v4, v6) = (of(Family::Ipv4), of(Family::Ipv6));
+    assert_eq!((v4.len(), v6.len()), (4, 3));
+    for set in [&v4, &v6] {
+        let http = set
+            .iter()
+            .filter(|s| matches!(s.kind, SourceKind::Http { .. }))
+            .count();
+        let dns = set
+            .iter()
+            .filter(|s| matches!(s.kind, SourceKind::Dns(_)))
+            .count();
+        assert!(http >= 1 && dns >= 1, "two protocols: {set:?}");
+    }
+    let labels: Vec<String> = d.iter().map(SourceConfig::label).collect();
     assert_eq!(
         labels,
         [
             "http https://api.ipify.org/",
-            "http https://ipv4.icanhazip.com/",
             "http https://checkip.amazonaws.com/",
+            "dns myip.opendns.com A @208.67.222.222:53",
+            "dns whoami.cloudflare TXT/CH @1.1.1.1:53",
+            "http https://api6.ipify.org/",
+            "dns myip.opendns.com AAAA @[2620:119:35::35]:53",
+            "dns whoami.cloudflare TXT/CH @[2606:4700:4700::1111]:53",
         ]
     );
+    // An empty source list means the defaults too.
+    let cfg = with_resolver("[resolver]\ntimeout = \"2s\"\n").unwrap();
+    assert_eq!(cfg.resolver.sources, d);
+    assert_eq!(cfg.resolver.timeout, Duration::from_secs(2));
 }
 
 #[test]
