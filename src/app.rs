@@ -10,9 +10,10 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Env, ProcessEnv};
 use crate::cycle::{Engine, FirewallOutcome};
 use crate::exit::{AppError, Code};
+use crate::net::Family;
 use crate::provider::indigo::IndigoClient;
 use crate::provider::Provider;
-use crate::resolver::{Resolution, ResolverSet, Verdict};
+use crate::resolver::{family_name, Resolution, ResolverSet, Verdict};
 use crate::scheduler::{self, Rebuilt};
 use crate::state::{self, now_unix, StateStore};
 use crate::sync;
@@ -182,12 +183,18 @@ async fn check(path: &Path) -> Result<Code, AppError> {
     let provider = build_provider(&cfg, shutdown)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "config {}: valid", path.display());
-    let resolution = resolvers.resolve().await;
-    print_resolution(&mut out, &resolution, resolvers.quorum());
-    let mut code = match resolution.outcome {
-        Ok(_) => Code::Ok,
-        Err(_) => Code::Unavailable,
-    };
+    let mut resolutions = Vec::new();
+    let mut home = sync::Home::default();
+    let mut code = Code::Ok;
+    for family in cfg.tracked_families() {
+        let r = resolvers.resolve(family).await;
+        match &r.outcome {
+            Ok(ip) => home.set(family, Some(*ip)),
+            Err(_) => code = Code::Unavailable,
+        }
+        resolutions.push(r);
+    }
+    print_resolutions(&mut out, &resolutions);
     let instances = provider.list_instances().await?;
     let _ = writeln!(out, "credentials: accepted");
     for (i, fw) in cfg.firewalls.iter().enumerate() {
@@ -233,8 +240,8 @@ async fn check(path: &Path) -> Result<Code, AppError> {
             fw.protocol,
             owned.join(", ")
         );
-        if let Ok(ip) = &resolution.outcome {
-            let plan = sync::plan(&current.rules, fw, &sync::Home::of(*ip));
+        if home.covers_any(fw) {
+            let plan = sync::plan(&current.rules, fw, &home);
             if plan.is_noop() {
                 let _ = writeln!(out, "firewall {}: in sync", fw.template);
             }
@@ -246,65 +253,131 @@ async fn check(path: &Path) -> Result<Code, AppError> {
     Ok(code)
 }
 
-fn print_resolution(out: &mut impl Write, r: &Resolution, quorum: usize) {
-    for a in &r.answers {
-        let verdict = match &a.verdict {
-            Verdict::Accepted(ip) => format!("{ip}  accepted"),
-            Verdict::Rejected { addr, reason } => format!("{addr}  rejected: {reason}"),
-            Verdict::Failed(e) => format!("-  failed: {e}"),
-        };
-        let _ = writeln!(
-            out,
-            "source {:<48} {:>6} ms  {verdict}",
-            a.source,
-            a.latency.as_millis()
-        );
+/// The family as written in the config and in `--json` (`ipv4`, `ipv6`).
+fn family_key(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
     }
-    let _ = match &r.outcome {
-        Ok(ip) => writeln!(out, "public address: {ip} (quorum {quorum})"),
-        Err(e) => writeln!(out, "public address: none: {e}"),
-    };
 }
 
+/// Prints every answer of `resolutions` as one aligned table (source, family, answer, latency,
+/// verdict), then the agreed address of each family or why there is none.
+fn print_resolutions(out: &mut impl Write, resolutions: &[Resolution]) {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "SOURCE".into(),
+        "FAMILY".into(),
+        "ANSWER".into(),
+        "LATENCY".into(),
+        "VERDICT".into(),
+    ]];
+    for a in resolutions.iter().flat_map(|r| &r.answers) {
+        let (answer, verdict) = match &a.verdict {
+            Verdict::Accepted(ip) => (ip.to_string(), "accepted".to_string()),
+            Verdict::Rejected { addr, reason } => (addr.to_string(), format!("rejected: {reason}")),
+            Verdict::Failed(e) => ("-".to_string(), format!("failed: {e}")),
+        };
+        rows.push([
+            a.source.clone(),
+            family_key(a.family).to_string(),
+            answer,
+            format!("{} ms", a.latency.as_millis()),
+            verdict,
+        ]);
+    }
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    for [source, family, answer, latency, verdict] in &rows {
+        let _ = writeln!(
+            out,
+            "{source:<w0$}  {family:<w1$}  {answer:<w2$}  {latency:>w3$}  {verdict}"
+        );
+    }
+    let _ = writeln!(out);
+    for r in resolutions {
+        let family = family_name(r.family);
+        let _ = match &r.outcome {
+            Ok(ip) => writeln!(
+                out,
+                "{family} public address: {ip} ({} of {} sources agree, quorum {})",
+                r.agreeing(),
+                r.answers.len(),
+                r.quorum
+            ),
+            Err(e) => writeln!(out, "{family} public address: none: {e}"),
+        };
+    }
+}
+
+/// `dynwall ip`: resolves every family that has sources (all of them asked, none cut short) and
+/// prints each answer and the agreed addresses. Exit 0 when at least one family reached quorum.
 async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
     let cfg = load(path)?;
     let resolvers = build_resolvers(&cfg)?;
-    let r = resolvers.resolve().await;
+    let resolutions: Vec<Resolution> = futures::future::join_all(
+        resolvers
+            .families()
+            .into_iter()
+            .map(|f| resolvers.resolve(f)),
+    )
+    .await;
     let mut out = std::io::stdout().lock();
     if json {
-        let answers: Vec<_> = r
-            .answers
-            .iter()
-            .map(|a| {
-                let (address, verdict, reason) = match &a.verdict {
-                    Verdict::Accepted(ip) => (Some(ip.to_string()), "accepted", None),
-                    Verdict::Rejected { addr, reason } => {
-                        (Some(addr.to_string()), "rejected", Some(reason.to_string()))
-                    }
-                    Verdict::Failed(e) => (None, "failed", Some(e.to_string())),
-                };
-                serde_json::json!({
-                    "source": a.source,
-                    "latency_ms": a.latency.as_millis() as u64,
-                    "address": address,
-                    "verdict": verdict,
-                    "reason": reason,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "quorum": resolvers.quorum(),
-            "address": r.outcome.as_ref().ok().map(|ip| ip.to_string()),
-            "error": r.outcome.as_ref().err().map(|e| e.to_string()),
-            "sources": answers,
-        });
-        let _ = writeln!(out, "{doc:#}");
+        let _ = writeln!(out, "{:#}", resolutions_json(&resolutions));
     } else {
-        print_resolution(&mut out, &r, resolvers.quorum());
+        print_resolutions(&mut out, &resolutions);
     }
-    Ok(match r.outcome {
-        Ok(_) => Code::Ok,
-        Err(_) => Code::Unavailable,
+    Ok(if resolutions.iter().any(|r| r.outcome.is_ok()) {
+        Code::Ok
+    } else {
+        Code::Unavailable
+    })
+}
+
+/// The `--json` document of `dynwall ip`: `sources` (every answer), `families` (the outcome
+/// per family), and, for scripts written before IPv6 sources, `address`, `quorum` and `error` of
+/// the first family (IPv4 when it has sources).
+fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
+    let sources: Vec<_> = resolutions
+        .iter()
+        .flat_map(|r| &r.answers)
+        .map(|a| {
+            let (address, verdict, reason) = match &a.verdict {
+                Verdict::Accepted(ip) => (Some(ip.to_string()), "accepted", None),
+                Verdict::Rejected { addr, reason } => {
+                    (Some(addr.to_string()), "rejected", Some(reason.to_string()))
+                }
+                Verdict::Failed(e) => (None, "failed", Some(e.to_string())),
+            };
+            serde_json::json!({
+                "source": a.source,
+                "family": family_key(a.family),
+                "latency_ms": a.latency.as_millis() as u64,
+                "address": address,
+                "verdict": verdict,
+                "reason": reason,
+            })
+        })
+        .collect();
+    let families: Vec<_> = resolutions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "family": family_key(r.family),
+                "quorum": r.quorum,
+                "agreeing": r.agreeing(),
+                "address": r.outcome.as_ref().ok().map(|ip| ip.to_string()),
+                "error": r.outcome.as_ref().err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let first = families.first().cloned().unwrap_or_default();
+    serde_json::json!({
+        "address": first.get("address").cloned().unwrap_or_default(),
+        "quorum": first.get("quorum").cloned().unwrap_or_default(),
+        "error": first.get("error").cloned().unwrap_or_default(),
+        "families": families,
+        "sources": sources,
     })
 }
 

@@ -168,34 +168,6 @@ impl Engine {
         self.known_instances = None;
     }
 
-    /// The address families the configured firewalls track (IPv4 when there is none).
-    fn families(&self) -> Vec<Family> {
-        let mut out = Vec::new();
-        for fw in &self.config.firewalls {
-            for f in fw.family.families() {
-                if !out.contains(f) {
-                    out.push(*f);
-                }
-            }
-        }
-        if out.is_empty() {
-            out.push(Family::Ipv4);
-        }
-        out.sort_by_key(|f| *f != Family::Ipv4);
-        out
-    }
-
-    /// One quorum lookup of the home address of `family`.
-    async fn lookup(&self, family: Family) -> Resolution {
-        match family {
-            Family::Ipv4 => self.resolvers.resolve_until_settled().await,
-            Family::Ipv6 => Resolution {
-                answers: Vec::new(),
-                outcome: Err(crate::resolver::ResolveError::AllFailed),
-            },
-        }
-    }
-
     /// The addresses recorded as current.
     fn current_home(&self) -> Home {
         Home {
@@ -211,8 +183,8 @@ impl Engine {
             home: Home::default(),
             firewalls: Vec::new(),
         };
-        for family in self.families() {
-            let resolution = self.lookup(family).await;
+        for family in self.config.tracked_families() {
+            let resolution = self.resolvers.resolve_until_settled(family).await;
             match &resolution.outcome {
                 Ok(ip) => report.home.set(family, Some(*ip)),
                 Err(e) => tracing::warn!(
@@ -529,7 +501,8 @@ impl Engine {
         let connectivity_ok = match self.last_resolution {
             Some((at, ok)) if at.elapsed() <= fresh_for || !needed => ok,
             _ => {
-                let r = self.resolvers.resolve_until_settled().await;
+                let family = self.config.tracked_families()[0];
+                let r = self.resolvers.resolve_until_settled(family).await;
                 let ok = r.any_accepted();
                 self.last_resolution = Some((Instant::now(), ok));
                 ok

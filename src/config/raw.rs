@@ -40,12 +40,30 @@ pub struct RawResolver {
     pub source: Vec<RawSource>,
 }
 
+/// One `[[resolver.source]]` table. Which keys a kind takes is checked in
+/// [`super::Config::from_raw`], so that a key of another kind is named in the error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub kind: String,
+    /// `"ipv4"` or `"ipv6"`: the family asked for, and the only one accepted.
+    pub family: Option<String>,
+    /// `http`, `http-json`: the echo URL; `upnp`: the router's device description.
     pub url: Option<String>,
+    /// `http-json`: top-level key or JSON pointer.
     pub field: Option<String>,
+    /// `dns`: `ip[:port]`; `stun`: `host:port`.
+    pub server: Option<String>,
+    /// `dns`: the name asked for; `interface`: the interface name.
+    pub name: Option<String>,
+    /// `dns`: `"A"`, `"AAAA"` or `"TXT"`.
+    pub record: Option<String>,
+    /// `dns`: `"IN"` or `"CH"`.
+    pub class: Option<String>,
+    /// `upnp`: where to send the SSDP search.
+    pub ssdp: Option<String>,
+    /// `command`: the program and its arguments (no shell).
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize)]

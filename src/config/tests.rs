@@ -39,8 +39,9 @@ fn the_shipped_example_parses() {
     let cfg = Config::parse(&text, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
     assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
     assert_eq!(cfg.daemon.reconcile, Duration::from_secs(900));
-    assert_eq!(cfg.resolver.quorum, 2);
-    assert_eq!(cfg.resolver.sources.len(), 3);
+    assert_eq!(cfg.resolver.quorum, Some(2));
+    assert_eq!(cfg.resolver.sources.len(), 4);
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap()[..4]);
     assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
     assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
@@ -55,8 +56,8 @@ fn defaults_fill_a_minimal_config() {
     assert_eq!(cfg.daemon.interval, DEFAULT_INTERVAL);
     assert_eq!(cfg.daemon.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
-    assert_eq!(cfg.resolver.sources.len(), DEFAULT_SOURCES.len());
-    assert_eq!(cfg.resolver.quorum, 2);
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
+    assert_eq!(cfg.resolver.quorum, None);
     let fw = &cfg.firewalls[0];
     assert_eq!(
         fw.instances,
@@ -176,6 +177,7 @@ kind = "http"
 url = "http://192.168.1.1/ip"
 [[resolver.source]]
 kind = "http-json"
+family = "ipv6"
 url = "http://[::1]:9000/json"
 field = "/data/ip"
 [[firewall]]
@@ -186,9 +188,12 @@ instances = []
     assert_eq!(cfg.indigo.endpoint.as_str(), "http://127.0.0.1:8080/");
     assert_eq!(
         cfg.resolver.sources[1],
-        SourceConfig::HttpJson {
-            url: Url::parse("http://[::1]:9000/json").unwrap(),
-            field: JsonField::Pointer("/data/ip".into()),
+        SourceConfig {
+            family: Family::Ipv6,
+            kind: SourceKind::HttpJson {
+                url: Url::parse("http://[::1]:9000/json").unwrap(),
+                field: JsonField::Pointer("/data/ip".into()),
+            }
         }
     );
 }
@@ -203,16 +208,20 @@ fn invalid_configs_name_the_key_and_the_reason() {
         ("[daemon]\ninterval = 60\n", "daemon.interval", "with a unit"),
         ("[daemon]\nreconcile = \"soon\"\n", "daemon.reconcile", "invalid duration"),
         ("[resolver]\nquorum = 0\n", "resolver.quorum", "at least 1"),
-        ("[resolver]\nquorum = 5\n", "resolver.quorum", "only 3 are configured"),
+        (
+            "[resolver]\nquorum = 5\n",
+            "resolver.quorum",
+            "only 4 IPv4 and 3 IPv6 sources are configured",
+        ),
         (
             "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
             "resolver.source[0].url",
             "plain http",
         ),
         (
-            "[[resolver.source]]\nkind = \"dns\"\nurl = \"https://x.example\"\n",
+            "[[resolver.source]]\nkind = \"ftp\"\nurl = \"https://x.example\"\n",
             "resolver.source[0].kind",
-            "unknown source kind",
+            "unknown source kind \"ftp\" (expected one of \"http\", \"http-json\", \"dns\"",
         ),
         (
             "[[resolver.source]]\nkind = \"http-json\"\nurl = \"https://x.example\"\n",
@@ -339,4 +348,299 @@ fn syntax_errors_name_the_file_and_line() {
         .to_string();
     assert!(err.starts_with("/etc/dynwall/dynwall.toml: "), "{err}");
     assert!(err.contains("line 1"), "{err}");
+}
+
+/// A config whose `[resolver]` is `resolver` (sources and all).
+fn with_resolver(resolver: &str) -> Result<Config, ConfigError> {
+    parse(&format!("{resolver}\n{MINIMAL}"))
+}
+
+#[test]
+fn every_source_kind_parses() {
+    let cfg = with_resolver(
+        r#"
+[resolver]
+quorum = 1
+[[resolver.source]]
+kind = "dns"
+server = "208.67.222.222"
+name = "myip.opendns.com"
+record = "A"
+[[resolver.source]]
+kind = "dns"
+server = "[2620:119:35::35]:5353"
+name = "myip.opendns.com"
+record = "aaaa"
+[[resolver.source]]
+kind = "dns"
+family = "ipv6"
+server = "[2606:4700:4700::1111]:53"
+name = "whoami.cloudflare"
+record = "TXT"
+class = "CH"
+[[resolver.source]]
+kind = "stun"
+server = "stun.l.google.com:19302"
+[[resolver.source]]
+kind = "stun"
+family = "ipv6"
+server = "[::1]:3478"
+[[resolver.source]]
+kind = "upnp"
+[[resolver.source]]
+kind = "upnp"
+url = "http://192.168.1.1:5000/rootDesc.xml"
+[[resolver.source]]
+kind = "interface"
+family = "ipv6"
+name = "eth0"
+[[resolver.source]]
+kind = "command"
+command = ["/usr/local/bin/myip", "--v4"]
+[[resolver.source]]
+kind = "http"
+family = "ipv6"
+url = "https://api6.ipify.org"
+"#,
+    )
+    .unwrap();
+    let s = &cfg.resolver.sources;
+    let v4 = Family::Ipv4;
+    let v6 = Family::Ipv6;
+    assert_eq!(
+        s[0],
+        SourceConfig {
+            family: v4,
+            kind: SourceKind::Dns(DnsSource {
+                server: "208.67.222.222:53".parse().unwrap(),
+                name: "myip.opendns.com".into(),
+                record: DnsRecord::A,
+                class: DnsClass::In,
+            })
+        }
+    );
+    // AAAA implies IPv6.
+    assert_eq!(s[1].family, v6);
+    assert!(
+        matches!(&s[1].kind, SourceKind::Dns(d) if d.record == DnsRecord::Aaaa
+        && d.server.port() == 5353)
+    );
+    assert_eq!(s[2].family, v6);
+    assert!(matches!(&s[2].kind, SourceKind::Dns(d) if d.class == DnsClass::Ch));
+    assert_eq!(
+        s[3],
+        SourceConfig {
+            family: v4,
+            kind: SourceKind::Stun(StunSource {
+                server: "stun.l.google.com:19302".into()
+            })
+        }
+    );
+    assert_eq!(s[4].family, v6);
+    assert_eq!(
+        s[5].kind,
+        SourceKind::Upnp(UpnpSource::Ssdp(DEFAULT_SSDP.parse().unwrap()))
+    );
+    assert_eq!(
+        s[6].kind,
+        SourceKind::Upnp(UpnpSource::Description(
+            "http://192.168.1.1:5000/rootDesc.xml".parse().unwrap()
+        ))
+    );
+    assert_eq!(
+        s[7],
+        SourceConfig {
+            family: v6,
+            kind: SourceKind::Interface {
+                name: "eth0".into()
+            }
+        }
+    );
+    assert_eq!(
+        s[8].kind,
+        SourceKind::Command {
+            argv: vec!["/usr/local/bin/myip".into(), "--v4".into()]
+        }
+    );
+    assert_eq!(s[9].family, v6);
+    let labels: Vec<String> = s.iter().map(SourceConfig::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "dns myip.opendns.com A @208.67.222.222:53",
+            "dns myip.opendns.com AAAA @[2620:119:35::35]:5353",
+            "dns whoami.cloudflare TXT/CH @[2606:4700:4700::1111]:53",
+            "stun stun.l.google.com:19302",
+            "stun [::1]:3478",
+            "upnp ssdp 239.255.255.250:1900",
+            "upnp http://192.168.1.1:5000/rootDesc.xml",
+            "interface eth0",
+            "command /usr/local/bin/myip --v4",
+            "http https://api6.ipify.org/",
+        ]
+    );
+}
+
+#[test]
+fn the_defaults_span_operators_protocols_and_families() {
+    let d = default_sources().unwrap();
+    let of = |f: Family| d.iter().filter(|s| s.family == f).collect::<Vec<_>>();
+    let (v4, v6) = (of(Family::Ipv4), of(Family::Ipv6));
+    assert_eq!((v4.len(), v6.len()), (4, 3));
+    for set in [&v4, &v6] {
+        let http = set
+            .iter()
+            .filter(|s| matches!(s.kind, SourceKind::Http { .. }))
+            .count();
+        let dns = set
+            .iter()
+            .filter(|s| matches!(s.kind, SourceKind::Dns(_)))
+            .count();
+        assert!(http >= 1 && dns >= 1, "two protocols: {set:?}");
+    }
+    let labels: Vec<String> = d.iter().map(SourceConfig::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "http https://api.ipify.org/",
+            "http https://checkip.amazonaws.com/",
+            "dns myip.opendns.com A @208.67.222.222:53",
+            "dns whoami.cloudflare TXT/CH @1.1.1.1:53",
+            "http https://api6.ipify.org/",
+            "dns myip.opendns.com AAAA @[2620:119:35::35]:53",
+            "dns whoami.cloudflare TXT/CH @[2606:4700:4700::1111]:53",
+        ]
+    );
+    // An empty source list means the defaults too.
+    let cfg = with_resolver("[resolver]\ntimeout = \"2s\"\n").unwrap();
+    assert_eq!(cfg.resolver.sources, d);
+    assert_eq!(cfg.resolver.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn a_quorum_needs_one_family_with_enough_sources() {
+    let two_v4_one_v6 = r#"
+[[resolver.source]]
+kind = "http"
+url = "https://a.example"
+[[resolver.source]]
+kind = "http"
+url = "https://b.example"
+[[resolver.source]]
+kind = "http"
+family = "ipv6"
+url = "https://c.example"
+"#;
+    let cfg = with_resolver(&format!("[resolver]\nquorum = 2\n{two_v4_one_v6}")).unwrap();
+    assert_eq!(cfg.resolver.quorum, Some(2));
+    assert_eq!(cfg.resolver.sources_of(Family::Ipv6).count(), 1);
+    let err = with_resolver(&format!("[resolver]\nquorum = 3\n{two_v4_one_v6}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "resolver.quorum: 3 sources of one family must agree, but only 2 IPv4 and 1 IPv6"
+        ),
+        "{err}"
+    );
+}
+
+/// Each invalid source must fail naming `resolver.source[N].key` and the reason.
+#[test]
+fn invalid_sources_name_the_key_and_the_reason() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("kind = \"dns\"\nname = \"x\"\nrecord = \"A\"", "server", "missing"),
+        ("kind = \"dns\"\nserver = \"1.1.1.1\"\nrecord = \"A\"", "name", "missing"),
+        ("kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"", "record", "missing"),
+        (
+            "kind = \"dns\"\nserver = \"resolver1.opendns.com\"\nname = \"x\"\nrecord = \"A\"",
+            "server",
+            "not an IP address",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1:0\"\nname = \"x\"\nrecord = \"A\"",
+            "server",
+            "cannot be asked",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"MX\"",
+            "record",
+            "not supported",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"TXT\"\nclass = \"HS\"",
+            "class",
+            "not supported",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"a..b\"\nrecord = \"A\"",
+            "name",
+            "not a DNS name",
+        ),
+        (
+            "kind = \"dns\"\nfamily = \"ipv6\"\nserver = \"[::1]:53\"\nname = \"x\"\nrecord = \"A\"",
+            "family",
+            "an A record holds an IPv4 address",
+        ),
+        (
+            "kind = \"dns\"\nfamily = \"ipv4\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"AAAA\"",
+            "family",
+            "an AAAA record holds an IPv6 address",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"AAAA\"",
+            "server",
+            "1.1.1.1 is an IPv4 address, but the source's family is ipv6",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"[2606:4700:4700::1111]:53\"\nname = \"x\"\nrecord = \"TXT\"",
+            "server",
+            "is an IPv6 address, but the source's family is ipv4",
+        ),
+        (
+            "kind = \"dns\"\nserver = \"1.1.1.1\"\nname = \"x\"\nrecord = \"A\"\nurl = \"https://x\"",
+            "url",
+            "not a key of kind = \"dns\" sources (they take server, name, record, class, and family)",
+        ),
+        ("kind = \"stun\"", "server", "missing"),
+        ("kind = \"stun\"\nserver = \"stun.example\"", "server", "not host:port"),
+        ("kind = \"stun\"\nserver = \"[::1\"", "server", "not host:port"),
+        (
+            "kind = \"stun\"\nfamily = \"ipv6\"\nserver = \"127.0.0.1:3478\"",
+            "server",
+            "is an IPv4 address",
+        ),
+        ("kind = \"stun\"\nserver = \"s:1\"\nrecord = \"A\"", "record", "not a key of kind = \"stun\""),
+        ("kind = \"upnp\"\nfamily = \"ipv6\"", "family", "only its IPv4 WAN address"),
+        (
+            "kind = \"upnp\"\nurl = \"http://192.168.1.1/d.xml\"\nssdp = \"239.255.255.250:1900\"",
+            "ssdp",
+            "not both",
+        ),
+        ("kind = \"upnp\"\nssdp = \"[ff02::c]:1900\"", "ssdp", "not an IPv4 address"),
+        ("kind = \"upnp\"\nurl = \"http://router.example/d.xml\"", "url", "plain http"),
+        ("kind = \"upnp\"\nname = \"eth0\"", "name", "not a key of kind = \"upnp\""),
+        ("kind = \"interface\"", "name", "missing"),
+        ("kind = \"interface\"\nname = \"\"", "name", "not an interface name"),
+        ("kind = \"interface\"\nname = \"eth0\"\nserver = \"x:1\"", "server", "not a key"),
+        ("kind = \"command\"", "command", "missing"),
+        ("kind = \"command\"\ncommand = []", "command", "must name a program"),
+        ("kind = \"command\"\ncommand = [\"myip\"]", "command", "must be an absolute path"),
+        ("kind = \"command\"\ncommand = \"/bin/myip\"", "command", "invalid type"),
+        ("kind = \"http\"\nurl = \"https://x.example\"\nfield = \"ip\"", "field", "not a key of kind = \"http\""),
+        ("kind = \"http\"\nurl = \"https://x.example\"\nfamily = \"ip4\"", "family", "not a family"),
+        (
+            "kind = \"http\"\nfamily = \"ipv6\"\nurl = \"http://192.168.1.1/ip\"",
+            "url",
+            "192.168.1.1 is an IPv4 address, but the source's family is ipv6",
+        ),
+        ("kind = \"http-json\"\nurl = \"https://x.example\"\nfield = \"\"", "field", "must not be empty"),
+    ];
+    for (source, key, reason) in cases {
+        let text = format!("[resolver]\nquorum = 1\n[[resolver.source]]\n{source}\n");
+        let err = with_resolver(&text).expect_err(source).to_string();
+        let want = format!(" resolver.source[0].{key}: ");
+        assert!(err.contains(&want), "want {want:?} in {err:?}");
+        assert!(err.contains(reason), "want {reason:?} in {err:?}");
+    }
 }

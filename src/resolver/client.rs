@@ -1,13 +1,15 @@
-//! The one HTTP client all IP sources share, and a GET that never buffers more than a cap.
+//! The HTTP clients IP sources share (one per family), and requests that never buffer more than
+//! a cap.
 
 use std::error::Error as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use reqwest::redirect;
-use reqwest::{Client, Url};
+use reqwest::{Client, RequestBuilder, Url};
 
 use super::SourceError;
+use crate::net::Family;
 
 /// Redirects followed before giving up: enough for `http` → `https` and a moved endpoint.
 const MAX_REDIRECTS: usize = 3;
@@ -15,20 +17,25 @@ const MAX_REDIRECTS: usize = 3;
 /// Longest transport error message kept; the chain of causes rarely needs more.
 const MAX_MESSAGE_CHARS: usize = 200;
 
-/// Builds the client shared by every source.
+/// Builds the client shared by every HTTP source of `family`.
 ///
-/// - **IPv4 only**: the socket is bound to `0.0.0.0`, so only IPv4 addresses of a host are dialled
-///   and the source sees (and reports) our IPv4 address, the tracked family.
+/// - **One family only**: the socket is bound to `0.0.0.0` (IPv4) or `::` (IPv6), so only that
+///   family's addresses of a host are dialled and the source sees (and reports) our address of
+///   that family. A host without such an address is a connect error.
 /// - **No proxy**, not even from `HTTP(S)_PROXY`: a proxy would report its own address.
 /// - **No connection reuse**: each lookup dials afresh, so its answer reflects the route in use
 ///   now, not one from before an address change. One handshake per source per tick is cheap.
 /// - At most 3 redirects, never from `https` down to plain `http`.
 /// - No cookies (the cookie store is not compiled in), rustls, `User-Agent: dynwall/<version>`.
 /// - Connects give up after `timeout`; the whole lookup is bounded by the caller.
-pub fn build_client(timeout: Duration) -> reqwest::Result<Client> {
+pub fn build_client(timeout: Duration, family: Family) -> reqwest::Result<Client> {
+    let local = match family {
+        Family::Ipv4 => Ipv4Addr::UNSPECIFIED.into(),
+        Family::Ipv6 => Ipv6Addr::UNSPECIFIED.into(),
+    };
     Client::builder()
         .user_agent(concat!("dynwall/", env!("CARGO_PKG_VERSION")))
-        .local_address(Some(Ipv4Addr::UNSPECIFIED.into()))
+        .local_address(Some(local))
         .no_proxy()
         .pool_max_idle_per_host(0)
         .connect_timeout(timeout)
@@ -39,6 +46,37 @@ pub fn build_client(timeout: Duration) -> reqwest::Result<Client> {
             }
         }))
         .build()
+}
+
+/// The clients of a set under construction: at most one per family, built on first use.
+pub(super) struct Clients {
+    timeout: Duration,
+    v4: Option<Client>,
+    v6: Option<Client>,
+}
+
+impl Clients {
+    pub(super) fn new(timeout: Duration) -> Self {
+        Clients {
+            timeout,
+            v4: None,
+            v6: None,
+        }
+    }
+
+    /// The client of `family` (a cheap handle onto the shared one).
+    pub(super) fn get(&mut self, family: Family) -> reqwest::Result<Client> {
+        let slot = match family {
+            Family::Ipv4 => &mut self.v4,
+            Family::Ipv6 => &mut self.v6,
+        };
+        if let Some(c) = slot {
+            return Ok(c.clone());
+        }
+        let c = build_client(self.timeout, family)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
 }
 
 /// Why a redirect to `next` must not be followed, after `previous` URLs (the first being the
@@ -61,7 +99,7 @@ pub(super) async fn get_capped(
     accept: &'static str,
     cap: usize,
 ) -> Result<Vec<u8>, SourceError> {
-    let mut response = client
+    let response = client
         .get(url.clone())
         .header(reqwest::header::ACCEPT, accept)
         .send()
@@ -73,6 +111,21 @@ pub(super) async fn get_capped(
             status: status.as_u16(),
         });
     }
+    read_capped(response, cap).await
+}
+
+/// Sends `request` and returns the status and body of any answer, whatever its status, reading
+/// at most `cap` bytes of the body (see [`get_capped`]).
+pub(super) async fn send_capped(
+    request: RequestBuilder,
+    cap: usize,
+) -> Result<(u16, Vec<u8>), SourceError> {
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    Ok((status, read_capped(response, cap).await?))
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, SourceError> {
     let too_large = SourceError::BodyTooLarge { limit: cap };
     if response
         .content_length()

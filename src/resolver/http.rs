@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use reqwest::{Client, Url};
 
 use super::client::get_capped;
-use super::{parse_one_address, Resolver, SourceError};
+use super::{parse_one_address_bytes, Resolver, SourceError};
+use crate::config::masked;
+use crate::net::Family;
 
 /// Body cap. The longest textual IP address is 45 characters; 256 bytes leave room for whitespace
 /// and nothing else, and an error page or an endless stream is cut off at once.
@@ -18,13 +20,21 @@ pub const BODY_CAP: usize = 256;
 pub struct HttpResolver {
     client: Client,
     url: Url,
+    family: Family,
     label: String,
 }
 
 impl HttpResolver {
-    pub fn new(client: Client, url: Url) -> Self {
-        let label = format!("http {}", label_url(&url));
-        HttpResolver { client, url, label }
+    /// A source asking `url` with `client`, which must be bound to `family` (see
+    /// [`build_client`](super::build_client)).
+    pub fn new(client: Client, url: Url, family: Family) -> Self {
+        let label = format!("http {}", masked(&url));
+        HttpResolver {
+            client,
+            url,
+            family,
+            label,
+        }
     }
 }
 
@@ -34,23 +44,14 @@ impl Resolver for HttpResolver {
         &self.label
     }
 
+    fn family(&self) -> Family {
+        self.family
+    }
+
     async fn lookup(&self) -> Result<IpAddr, SourceError> {
         let body = get_capped(&self.client, &self.url, "text/plain", BODY_CAP).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| SourceError::NotOneAddress {
-            snippet: super::snippet(&body),
-        })?;
-        parse_one_address(text)
+        parse_one_address_bytes(&body)
     }
-}
-
-/// The URL as shown in labels: a password in it is masked.
-pub(super) fn label_url(url: &Url) -> Url {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        // Only fails for URLs that cannot carry credentials, which then have none to mask.
-        let _ = shown.set_password(Some("***"));
-    }
-    shown
 }
 
 #[cfg(test)]
@@ -62,7 +63,11 @@ mod tests {
     use super::*;
 
     fn resolver(url: Url) -> HttpResolver {
-        HttpResolver::new(build_client(Duration::from_secs(2)).unwrap(), url)
+        HttpResolver::new(
+            build_client(Duration::from_secs(2), Family::Ipv4).unwrap(),
+            url,
+            Family::Ipv4,
+        )
     }
 
     async fn lookup_body(status: u16, body: &str) -> Result<IpAddr, SourceError> {
@@ -211,15 +216,51 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn each_client_dials_its_own_family_only() {
+        let v4 = TestServer::ok("81.2.69.160").start().await;
+        let v6 = TestServer::ok("2a00:1450:4001:80b::200e")
+            .ipv6()
+            .start()
+            .await;
+        let over = |family| {
+            move |url: Url| {
+                HttpResolver::new(
+                    build_client(Duration::from_secs(2), family).unwrap(),
+                    url,
+                    family,
+                )
+            }
+        };
+        assert_eq!(
+            over(Family::Ipv6)(v6.url()).lookup().await,
+            Ok("2a00:1450:4001:80b::200e".parse().unwrap())
+        );
+        // A client bound to one family cannot reach a host of the other.
+        for (family, url) in [(Family::Ipv6, v4.url()), (Family::Ipv4, v6.url())] {
+            let r = over(family)(url.clone()).lookup().await;
+            assert!(
+                matches!(r, Err(SourceError::Transport { .. })),
+                "{family:?} {url}: {r:?}"
+            );
+        }
+        assert_eq!((v4.hits(), v6.hits()), (0, 1));
+    }
+
     #[test]
     fn labels_mask_passwords() {
-        let client = build_client(Duration::from_secs(1)).unwrap();
+        let client = build_client(Duration::from_secs(1), Family::Ipv4).unwrap();
         let r = HttpResolver::new(
             client.clone(),
             "http://admin:hunter2@192.168.1.1/ip".parse().unwrap(),
+            Family::Ipv4,
         );
         assert_eq!(r.label(), "http http://admin:***@192.168.1.1/ip");
-        let r = HttpResolver::new(client, "https://api.ipify.org".parse().unwrap());
+        let r = HttpResolver::new(
+            client,
+            "https://api.ipify.org".parse().unwrap(),
+            Family::Ipv4,
+        );
         assert_eq!(r.label(), "http https://api.ipify.org/");
     }
 }

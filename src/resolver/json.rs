@@ -6,9 +6,9 @@ use reqwest::{Client, Url};
 use serde_json::Value;
 
 use super::client::get_capped;
-use super::http::label_url;
 use super::{parse_one_address, Resolver, SourceError};
-use crate::config::JsonField;
+use crate::config::{masked, JsonField};
+use crate::net::Family;
 
 /// Body cap. Echo services wrap the address in a handful of metadata fields (a few hundred bytes);
 /// 16 KiB is generous for that and still bounds what a broken or hostile endpoint can make us hold.
@@ -21,16 +21,20 @@ pub struct JsonResolver {
     client: Client,
     url: Url,
     field: JsonField,
+    family: Family,
     label: String,
 }
 
 impl JsonResolver {
-    pub fn new(client: Client, url: Url, field: JsonField) -> Self {
-        let label = format!("http-json {} {field}", label_url(&url));
+    /// A source asking `url` with `client`, which must be bound to `family` (see
+    /// [`build_client`](super::build_client)), and reading the address at `field`.
+    pub fn new(client: Client, url: Url, field: JsonField, family: Family) -> Self {
+        let label = format!("http-json {} {field}", masked(&url));
         JsonResolver {
             client,
             url,
             field,
+            family,
             label,
         }
     }
@@ -40,6 +44,10 @@ impl JsonResolver {
 impl Resolver for JsonResolver {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    fn family(&self) -> Family {
+        self.family
     }
 
     async fn lookup(&self) -> Result<IpAddr, SourceError> {
@@ -103,8 +111,8 @@ mod tests {
 
     async fn lookup(status: u16, body: &str, field: JsonField) -> Result<IpAddr, SourceError> {
         let server = TestServer::new(status, body).start().await;
-        let client = build_client(Duration::from_secs(2)).unwrap();
-        JsonResolver::new(client, server.url(), field)
+        let client = build_client(Duration::from_secs(2), Family::Ipv4).unwrap();
+        JsonResolver::new(client, server.url(), field, Family::Ipv4)
             .lookup()
             .await
     }
@@ -234,10 +242,10 @@ mod tests {
             Err(SourceError::BodyTooLarge { limit: BODY_CAP })
         );
         let server = TestServer::new(200, "").endless().start().await;
-        let client = build_client(Duration::from_secs(2)).unwrap();
+        let client = build_client(Duration::from_secs(2), Family::Ipv4).unwrap();
         let r = tokio::time::timeout(
             Duration::from_secs(2),
-            JsonResolver::new(client, server.url(), key("ip")).lookup(),
+            JsonResolver::new(client, server.url(), key("ip"), Family::Ipv4).lookup(),
         )
         .await
         .expect("the lookup must stop reading by itself");

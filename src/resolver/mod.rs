@@ -4,57 +4,80 @@
 //! hole. Three layers keep it out:
 //!
 //! 1. **Strict sources.** A source returns the single address its answer states, or an error.
-//!    Nothing is scraped out of HTML pages, headers or longer text ([`http`], [`json`]).
-//! 2. **Validation.** [`ResolverSet::resolve`] rejects every answer that is not a globally routable
-//!    unicast address of the tracked family (IPv4 for now), with the reason ([`Rejection`]).
-//! 3. **Quorum.** [`decide`] accepts an address only when at least `quorum` sources agree on it and
-//!    no other address has as many votes, so one lying source never changes the outcome unless it
-//!    reaches quorum by itself.
+//!    Nothing is scraped out of HTML pages, headers or longer text. Kinds: [`http`], [`json`],
+//!    [`dns`], [`stun`], [`upnp`], [`interface`], [`command`].
+//! 2. **Validation.** Each source belongs to one address family and is asked over it only (HTTP
+//!    clients and UDP sockets are bound to `0.0.0.0` or `::`). [`ResolverSet::resolve`] rejects
+//!    every answer that is not a globally routable unicast address of that family, with the
+//!    reason ([`Rejection`]).
+//! 3. **Quorum.** Per family, [`decide`] accepts an address only when at least `quorum` sources
+//!    agree on it and no other address has as many votes, so one lying source never changes the
+//!    outcome unless it reaches quorum by itself.
 //!
 //! Any failure or doubt ends in a [`ResolveError`], and the caller changes nothing.
 
 mod client;
+pub mod command;
+pub mod dns;
 pub mod http;
+pub mod interface;
 pub mod json;
+pub mod stun;
+#[cfg(test)]
+mod testfakes;
 #[cfg(test)]
 mod testserver;
+mod udp;
+pub mod upnp;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::config::{ResolverConfig, SourceConfig};
+use crate::config::{ResolverConfig, SourceKind};
 use crate::net::{check_global, Family, NotGlobal};
 
 pub use client::build_client;
+pub use command::CommandResolver;
+pub use dns::DnsResolver;
 pub use http::HttpResolver;
+pub use interface::InterfaceResolver;
 pub use json::JsonResolver;
-
-/// The family whose address is tracked. IPv6 support will make this a per-firewall choice.
-const TRACKED_FAMILY: Family = Family::Ipv4;
+pub use stun::StunResolver;
+pub use upnp::UpnpResolver;
 
 /// Longest snippet of a source's answer quoted in an error: enough to recognise an HTML page or a
 /// captive portal, too short to leak anything of substance into logs.
 const SNIPPET_CHARS: usize = 40;
 
+/// Sources of one family that must agree when the config does not say: two, or one when only one
+/// source of the family is configured.
+pub const DEFAULT_QUORUM: usize = 2;
+
 /// One source of the public address.
 ///
 /// Contract:
 /// - [`lookup`](Resolver::lookup) makes exactly one attempt (no retries: the scheduler retries on
-///   its next tick, and quorum already tolerates single failures).
+///   its next tick, and quorum already tolerates single failures). A UDP request may be sent
+///   again within that attempt, with the same transaction id, when no answer came back.
+/// - It asks over its [`family`](Resolver::family) only.
 /// - It returns the one address the source states, or an error. It never searches a longer answer
 ///   for something that looks like an address.
 /// - It does not judge the address: [`ResolverSet`] checks family and global reachability, so that
 ///   `dynwall ip` can show why an answer was rejected.
 /// - It is cancel-safe: dropping the future at any await point abandons the request and leaves
-///   nothing behind. The caller bounds it with the per-source timeout.
+///   nothing behind (a child process is killed). The caller bounds it with the per-source timeout.
 #[async_trait::async_trait]
 pub trait Resolver: Send + Sync {
     /// Short label for logs and `dynwall ip` (e.g. `http https://api.ipify.org/`).
     fn label(&self) -> &str;
+
+    /// The family this source is asked over and must answer with.
+    fn family(&self) -> Family;
 
     /// One lookup. Returns the single address the source states; never scrapes.
     async fn lookup(&self) -> Result<IpAddr, SourceError>;
@@ -73,7 +96,8 @@ pub enum SourceError {
     /// The answer was longer than a source of its kind can legitimately send; reading stopped.
     #[error("answer exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
-    /// The answer (or the JSON string) is not exactly one IP address.
+    /// The answer (or the JSON string, the TXT string, the program's output) is not exactly one
+    /// IP address.
     #[error("answer is not exactly one IP address: {snippet:?}")]
     NotOneAddress { snippet: String },
     /// The body is not valid JSON.
@@ -88,6 +112,52 @@ pub enum SourceError {
     /// No answer within the per-source timeout.
     #[error("no answer within {}", humantime::format_duration(*after))]
     Timeout { after: Duration },
+    /// The answer breaks its protocol: malformed, truncated, for another request (transaction id,
+    /// question), or of an unexpected type.
+    #[error("bad answer: {message}")]
+    Protocol { message: String },
+    /// The DNS server answered with an error code (`rcode` such as `NXDomain`, `ServFail`).
+    #[error("DNS error {rcode}")]
+    Dns { rcode: String },
+    /// The answer holds no or several records of the type asked for.
+    #[error("expected exactly one {record} record, got {count}")]
+    RecordCount { record: &'static str, count: usize },
+    /// The router refused the UPnP action (a SOAP fault).
+    #[error("the router refused GetExternalIPAddress: UPnP error {code} ({description})")]
+    UpnpFault { code: String, description: String },
+    /// The router's own WAN address is private or carrier-grade NAT: another NAT sits between it
+    /// and the internet, so it does not know the public address.
+    #[error(
+        "the router's WAN address {addr} is {}: this router is behind another NAT; its answer \
+         cannot be your public address",
+        behind_nat_kind(*reason)
+    )]
+    BehindNat { addr: IpAddr, reason: NotGlobal },
+    /// The local interface has no single global address of the family.
+    #[error("{message}")]
+    Interface { message: String },
+    /// The program could not be started.
+    #[error("cannot run the command: {message}")]
+    Spawn { message: String },
+    /// The program ended unsuccessfully (`status`: `exit code 3`, `killed by signal 9`).
+    #[error("the command failed with {status}{}", stderr_suffix(stderr))]
+    Exit { status: String, stderr: String },
+}
+
+fn behind_nat_kind(reason: NotGlobal) -> &'static str {
+    match reason {
+        NotGlobal::SharedCgnat => "carrier-grade NAT",
+        NotGlobal::Private => "private",
+        _ => "not global",
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {stderr:?}")
+    }
 }
 
 impl SourceError {
@@ -97,6 +167,7 @@ impl SourceError {
         match self {
             SourceError::Transport { .. } | SourceError::Timeout { .. } => true,
             SourceError::Status { status } => *status >= 500 || matches!(status, 408 | 429),
+            SourceError::Dns { rcode } => rcode == "ServFail",
             _ => false,
         }
     }
@@ -108,12 +179,13 @@ pub enum Rejection {
     /// Not a globally routable unicast address.
     #[error("{0}")]
     NotGlobal(NotGlobal),
-    /// An address of a family that is not tracked.
-    #[error("{} address, but only {} is tracked", family_name(*.0), family_name(TRACKED_FAMILY))]
-    WrongFamily(Family),
+    /// An address of the other family than the source's.
+    #[error("{} address from an {} source", family_name(*got), family_name(*want))]
+    WrongFamily { got: Family, want: Family },
 }
 
-fn family_name(f: Family) -> &'static str {
+/// `IPv4` or `IPv6`.
+pub fn family_name(f: Family) -> &'static str {
     match f {
         Family::Ipv4 => "IPv4",
         Family::Ipv6 => "IPv6",
@@ -131,6 +203,13 @@ pub enum Verdict {
     Failed(SourceError),
 }
 
+impl Verdict {
+    /// True for [`Verdict::Accepted`].
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Verdict::Accepted(_))
+    }
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -146,14 +225,27 @@ impl fmt::Display for Verdict {
 pub struct Answer {
     /// The source's [`Resolver::label`].
     pub source: String,
+    /// The source's [`Resolver::family`].
+    pub family: Family,
     /// Time from asking to the verdict.
     pub latency: Duration,
     pub verdict: Verdict,
 }
 
+/// The sources that named one address in a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vote {
+    pub addr: IpAddr,
+    /// Labels of the sources that named it, in configuration order.
+    pub sources: Vec<String>,
+}
+
 /// Why a round produced no address. Every variant means "change nothing".
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
+    /// No source of the family is configured.
+    #[error("no {} source is configured", family_name(*.0))]
+    NoSources(Family),
     /// No source produced an accepted address (each failed or was rejected).
     #[error("no source produced an acceptable address")]
     AllFailed,
@@ -166,7 +258,7 @@ pub enum ResolveError {
     /// Sources named two or more addresses and none has a strict majority reaching quorum.
     /// Votes are ordered by count (highest first), then address.
     #[error("sources disagree: {}", votes_text(votes))]
-    Disagreement { votes: Vec<(IpAddr, usize)> },
+    Disagreement { votes: Vec<Vote> },
 }
 
 fn no_quorum_message(needed: usize, best: Option<(IpAddr, usize)>) -> String {
@@ -176,20 +268,24 @@ fn no_quorum_message(needed: usize, best: Option<(IpAddr, usize)>) -> String {
     }
 }
 
-fn votes_text(votes: &[(IpAddr, usize)]) -> String {
+fn votes_text(votes: &[Vote]) -> String {
     let parts: Vec<String> = votes
         .iter()
-        .map(|(addr, n)| format!("{addr} ({n} {})", if *n == 1 { "vote" } else { "votes" }))
+        .map(|v| format!("{} from {}", v.addr, v.sources.join(", ")))
         .collect();
-    parts.join(", ")
+    parts.join("; ")
 }
 
-/// The outcome of one round over all sources.
+/// The outcome of one round over the sources of one family.
 #[derive(Clone, Debug)]
 pub struct Resolution {
-    /// One entry per source that finished, in configuration order. After an early stop
-    /// ([`ResolverSet::resolve_until_settled`]) the sources still running when the outcome was
-    /// settled are absent.
+    /// The family asked for.
+    pub family: Family,
+    /// The quorum that applied.
+    pub quorum: usize,
+    /// One entry per source of the family that finished, in configuration order. After an early
+    /// stop ([`ResolverSet::resolve_until_settled`]) the sources still running when the outcome
+    /// was settled are absent.
     pub answers: Vec<Answer>,
     pub outcome: Result<IpAddr, ResolveError>,
 }
@@ -198,9 +294,19 @@ impl Resolution {
     /// True when at least one source produced an accepted address: our own connectivity is not in
     /// doubt, even if the sources did not agree.
     pub fn any_accepted(&self) -> bool {
-        self.answers
-            .iter()
-            .any(|a| matches!(a.verdict, Verdict::Accepted(_)))
+        self.answers.iter().any(|a| a.verdict.is_accepted())
+    }
+
+    /// How many answers voted for the agreed address (0 without one).
+    pub fn agreeing(&self) -> usize {
+        match self.outcome {
+            Ok(ip) => self
+                .answers
+                .iter()
+                .filter(|a| a.verdict == Verdict::Accepted(ip))
+                .count(),
+            Err(_) => 0,
+        }
     }
 }
 
@@ -209,15 +315,54 @@ impl Resolution {
 pub enum ResolverBuildError {
     #[error("cannot build the HTTP client for IP sources: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("resolver: quorum {quorum} cannot be met by {sources} sources")]
+    #[error("resolver: quorum {quorum} cannot be met by {sources} sources of any one family")]
     Quorum { quorum: usize, sources: usize },
+    #[error("resolver: source {index}: {reason}")]
+    Source { index: usize, reason: String },
+}
+
+/// Whether a source's last answer was usable, for logging changes only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Health {
+    /// Not asked yet.
+    #[default]
+    Unknown,
+    /// Its last answer was accepted.
+    Ok,
+    /// Its last answer failed or was rejected.
+    Failing,
+}
+
+/// What to log when a source's health moves from `prev` after an answer (`ok`: accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// It started failing (from the first round, or after answering well).
+    Failing,
+    /// It answers well again.
+    Recovered,
+}
+
+/// The health transition, pure: a change is reported once per state change, never per round.
+fn transition(prev: Health, ok: bool) -> (Health, Option<Change>) {
+    match (prev, ok) {
+        (Health::Failing, true) => (Health::Ok, Some(Change::Recovered)),
+        (_, true) => (Health::Ok, None),
+        (Health::Failing, false) => (Health::Failing, None),
+        (_, false) => (Health::Failing, Some(Change::Failing)),
+    }
 }
 
 /// All configured sources, the quorum and the per-source timeout.
+///
+/// Each family is resolved on its own: its sources, its quorum. The set also remembers whether
+/// each source's last answer was usable, so that a source that keeps failing is logged when it
+/// starts failing and when it recovers, not every round.
 pub struct ResolverSet {
     sources: Vec<Box<dyn Resolver>>,
-    quorum: usize,
+    /// The configured quorum; `None` is the default per family.
+    quorum: Option<usize>,
     timeout: Duration,
+    health: Mutex<Vec<Health>>,
 }
 
 impl fmt::Debug for ResolverSet {
@@ -231,50 +376,114 @@ impl fmt::Debug for ResolverSet {
 }
 
 impl ResolverSet {
-    /// A set over `sources`. A `quorum` of 0 is taken as 1: an address is never accepted without
-    /// at least one source stating it.
+    /// A set over `sources` where `quorum` sources of a family must agree. A `quorum` of 0 is
+    /// taken as 1: an address is never accepted without at least one source stating it.
     pub fn new(sources: Vec<Box<dyn Resolver>>, quorum: usize, timeout: Duration) -> Self {
+        ResolverSet::with_quorum(sources, Some(quorum), timeout)
+    }
+
+    /// Like [`new`](Self::new); `quorum: None` means [`DEFAULT_QUORUM`] per family, or the
+    /// number of sources of that family when it has fewer.
+    pub fn with_quorum(
+        sources: Vec<Box<dyn Resolver>>,
+        quorum: Option<usize>,
+        timeout: Duration,
+    ) -> Self {
+        let health = Mutex::new(vec![Health::Unknown; sources.len()]);
         ResolverSet {
             sources,
-            quorum: quorum.max(1),
+            quorum,
             timeout,
+            health,
         }
     }
 
-    /// Builds every configured source around one shared HTTP client (see [`build_client`]).
+    /// Builds every configured source. HTTP sources share one client per family (see
+    /// [`build_client`]); built only for the families that need one.
     pub fn from_config(cfg: &ResolverConfig) -> Result<Self, ResolverBuildError> {
-        if cfg.quorum == 0 || cfg.quorum > cfg.sources.len() {
-            return Err(ResolverBuildError::Quorum {
-                quorum: cfg.quorum,
-                sources: cfg.sources.len(),
-            });
+        let count = |f: Family| cfg.sources_of(f).count();
+        let most = count(Family::Ipv4).max(count(Family::Ipv6));
+        if let Some(q) = cfg.quorum {
+            if q == 0 || q > most {
+                return Err(ResolverBuildError::Quorum {
+                    quorum: q,
+                    sources: most,
+                });
+            }
         }
-        let client = build_client(cfg.timeout).map_err(ResolverBuildError::Client)?;
-        let sources = cfg
-            .sources
-            .iter()
-            .map(|s| -> Box<dyn Resolver> {
-                match s {
-                    SourceConfig::Http { url } => {
-                        Box::new(HttpResolver::new(client.clone(), url.clone()))
-                    }
-                    SourceConfig::HttpJson { url, field } => Box::new(JsonResolver::new(
-                        client.clone(),
-                        url.clone(),
-                        field.clone(),
-                    )),
+        let mut clients = client::Clients::new(cfg.timeout);
+        let mut sources: Vec<Box<dyn Resolver>> = Vec::with_capacity(cfg.sources.len());
+        for (index, s) in cfg.sources.iter().enumerate() {
+            let family = s.family;
+            let source: Box<dyn Resolver> = match &s.kind {
+                SourceKind::Http { url } => Box::new(HttpResolver::new(
+                    clients.get(family).map_err(ResolverBuildError::Client)?,
+                    url.clone(),
+                    family,
+                )),
+                SourceKind::HttpJson { url, field } => Box::new(JsonResolver::new(
+                    clients.get(family).map_err(ResolverBuildError::Client)?,
+                    url.clone(),
+                    field.clone(),
+                    family,
+                )),
+                SourceKind::Dns(d) => Box::new(
+                    DnsResolver::new(d.clone(), family)
+                        .map_err(|reason| ResolverBuildError::Source { index, reason })?,
+                ),
+                SourceKind::Stun(st) => Box::new(StunResolver::new(st.server.clone(), family)),
+                SourceKind::Upnp(u) => Box::new(UpnpResolver::new(
+                    clients
+                        .get(Family::Ipv4)
+                        .map_err(ResolverBuildError::Client)?,
+                    u.clone(),
+                )),
+                SourceKind::Interface { name } => {
+                    Box::new(InterfaceResolver::new(name.clone(), family))
                 }
-            })
-            .collect();
-        Ok(ResolverSet::new(sources, cfg.quorum, cfg.timeout))
+                SourceKind::Command { argv } => Box::new(
+                    CommandResolver::new(argv.clone(), family)
+                        .map_err(|reason| ResolverBuildError::Source { index, reason })?,
+                ),
+            };
+            sources.push(source);
+        }
+        let set = ResolverSet::with_quorum(sources, cfg.quorum, cfg.timeout);
+        for family in set.families() {
+            let (n, q) = (set.count(family), set.quorum(family));
+            if n < q {
+                tracing::warn!(
+                    "resolver: quorum {q} cannot be met by the {n} {} source(s); the {} \
+                     address will never be settled",
+                    family_name(family),
+                    family_name(family)
+                );
+            }
+        }
+        Ok(set)
     }
 
-    /// Number of sources that must agree.
-    pub fn quorum(&self) -> usize {
+    /// Number of sources of `family` that must agree: the configured quorum, else
+    /// `min(DEFAULT_QUORUM, sources of the family)`; never less than 1.
+    pub fn quorum(&self, family: Family) -> usize {
         self.quorum
+            .unwrap_or_else(|| DEFAULT_QUORUM.min(self.count(family)))
+            .max(1)
     }
 
-    /// Number of sources.
+    /// The families that have at least one source, IPv4 first.
+    pub fn families(&self) -> Vec<Family> {
+        [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .filter(|f| self.count(*f) > 0)
+            .collect()
+    }
+
+    fn count(&self, family: Family) -> usize {
+        self.sources.iter().filter(|s| s.family() == family).count()
+    }
+
+    /// Number of sources, of all families.
     pub fn len(&self) -> usize {
         self.sources.len()
     }
@@ -294,11 +503,11 @@ impl ResolverSet {
         self.sources.iter().map(|s| s.label())
     }
 
-    /// Asks all sources concurrently, each bounded by the timeout, and waits for every one of them,
-    /// so that each answer can be shown (`dynwall ip`, `dynwall check`). A round never takes much
-    /// longer than the timeout. Cancel-safe.
-    pub async fn resolve(&self) -> Resolution {
-        self.round(false).await
+    /// Asks every source of `family` concurrently, each bounded by the timeout, and waits for
+    /// every one of them, so that each answer can be shown (`dynwall ip`, `dynwall check`). A
+    /// round never takes much longer than the timeout. Cancel-safe.
+    pub async fn resolve(&self, family: Family) -> Resolution {
+        self.round(family, false).await
     }
 
     /// Like [`resolve`](Self::resolve), but stops waiting as soon as the outcome can no longer
@@ -306,24 +515,35 @@ impl ResolverSet {
     /// still running voted for the runner-up. Those sources are cancelled and absent from
     /// [`Resolution::answers`]. For the daemon: a slow source does not delay a change that enough
     /// others already confirm. Failures never end a round early. Cancel-safe.
-    pub async fn resolve_until_settled(&self) -> Resolution {
-        self.round(true).await
+    pub async fn resolve_until_settled(&self, family: Family) -> Resolution {
+        self.round(family, true).await
     }
 
-    async fn round(&self, stop_early: bool) -> Resolution {
+    async fn round(&self, family: Family, stop_early: bool) -> Resolution {
+        let quorum = self.quorum(family);
         let mut pending: FuturesUnordered<_> = self
             .sources
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.family() == family)
             .map(|(i, source)| async move { (i, self.ask(source.as_ref()).await) })
             .collect();
-        let mut done: Vec<(usize, Answer)> = Vec::with_capacity(self.sources.len());
-        while let Some(answer) = pending.next().await {
-            done.push(answer);
+        if pending.is_empty() {
+            return Resolution {
+                family,
+                quorum,
+                answers: Vec::new(),
+                outcome: Err(ResolveError::NoSources(family)),
+            };
+        }
+        let mut done: Vec<(usize, Answer)> = Vec::with_capacity(pending.len());
+        while let Some((i, answer)) = pending.next().await {
+            self.note_health(i, &answer);
+            done.push((i, answer));
             let remaining = pending.len();
             if stop_early
                 && remaining > 0
-                && settled(done.iter().map(|(_, a)| a), self.quorum, remaining)
+                && settled(done.iter().map(|(_, a)| a), quorum, remaining)
             {
                 tracing::debug!(
                     skipped = remaining,
@@ -336,36 +556,83 @@ impl ResolverSet {
         drop(pending);
         done.sort_by_key(|(i, _)| *i);
         let answers: Vec<Answer> = done.into_iter().map(|(_, a)| a).collect();
-        let outcome = decide(&answers, self.quorum);
-        Resolution { answers, outcome }
+        let outcome = decide(&answers, quorum);
+        Resolution {
+            family,
+            quorum,
+            answers,
+            outcome,
+        }
     }
 
     async fn ask(&self, source: &dyn Resolver) -> Answer {
         let start = Instant::now();
+        let family = source.family();
         let verdict = match tokio::time::timeout(self.timeout, source.lookup()).await {
             Err(_) => Verdict::Failed(SourceError::Timeout {
                 after: self.timeout,
             }),
             Ok(Err(e)) => Verdict::Failed(e),
-            Ok(Ok(addr)) => judge(addr),
+            Ok(Ok(addr)) => judge(addr, family),
         };
         let latency = start.elapsed();
         tracing::debug!(source = source.label(), ?latency, verdict = %verdict, "resolver: answer");
         Answer {
             source: source.label().to_string(),
+            family,
             latency,
             verdict,
         }
     }
+
+    /// Records source `i`'s answer and logs a change of its health, once per change.
+    fn note_health(&self, i: usize, answer: &Answer) {
+        let change = {
+            let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = health.get_mut(i) else {
+                return;
+            };
+            let (next, change) = transition(*slot, answer.verdict.is_accepted());
+            *slot = next;
+            change
+        };
+        let family = family_name(answer.family);
+        match change {
+            Some(Change::Failing) => tracing::warn!(
+                source = %answer.source,
+                family,
+                "IP source failing: {}; logged again when it recovers",
+                answer.verdict
+            ),
+            Some(Change::Recovered) => tracing::info!(
+                source = %answer.source,
+                family,
+                "IP source answers again: {}",
+                answer.verdict
+            ),
+            None => {}
+        }
+    }
+
+    /// Labels of the sources whose last answer failed or was rejected, in configuration order.
+    pub fn failing(&self) -> Vec<String> {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        self.sources
+            .iter()
+            .zip(health.iter())
+            .filter(|(_, h)| **h == Health::Failing)
+            .map(|(s, _)| s.label().to_string())
+            .collect()
+    }
 }
 
-/// Accepts `addr` only when it is of the tracked family and globally routable unicast.
-fn judge(addr: IpAddr) -> Verdict {
-    let family = Family::of(addr);
-    if family != TRACKED_FAMILY {
+/// Accepts `addr` only when it is of `family` and globally routable unicast.
+fn judge(addr: IpAddr, family: Family) -> Verdict {
+    let got = Family::of(addr);
+    if got != family {
         return Verdict::Rejected {
             addr,
-            reason: Rejection::WrongFamily(family),
+            reason: Rejection::WrongFamily { got, want: family },
         };
     }
     match check_global(addr) {
@@ -377,17 +644,21 @@ fn judge(addr: IpAddr) -> Verdict {
     }
 }
 
-/// Votes of accepted answers per address, highest count first, then by address.
-fn tally<'a>(answers: impl Iterator<Item = &'a Answer>) -> Vec<(IpAddr, usize)> {
-    let mut counts: BTreeMap<IpAddr, usize> = BTreeMap::new();
+/// Votes of accepted answers per address, highest count first, then by address; each with the
+/// labels of its voters in answer order.
+fn tally<'a>(answers: impl Iterator<Item = &'a Answer>) -> Vec<Vote> {
+    let mut by_addr: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
     for a in answers {
         if let Verdict::Accepted(addr) = a.verdict {
-            *counts.entry(addr).or_default() += 1;
+            by_addr.entry(addr).or_default().push(a.source.clone());
         }
     }
-    let mut votes: Vec<(IpAddr, usize)> = counts.into_iter().collect();
+    let mut votes: Vec<Vote> = by_addr
+        .into_iter()
+        .map(|(addr, sources)| Vote { addr, sources })
+        .collect();
     // Stable sort: equal counts stay in address order.
-    votes.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    votes.sort_by_key(|v| std::cmp::Reverse(v.sources.len()));
     votes
 }
 
@@ -396,20 +667,21 @@ fn tally<'a>(answers: impl Iterator<Item = &'a Answer>) -> Vec<(IpAddr, usize)> 
 /// Only accepted answers vote. The address with the most votes wins iff it has at least `quorum`
 /// votes and strictly more than every other address. Otherwise: no accepted answer at all is
 /// [`ResolveError::AllFailed`]; a single address below quorum is [`ResolveError::NoQuorum`]; two or
-/// more addresses are [`ResolveError::Disagreement`].
+/// more addresses are [`ResolveError::Disagreement`], which names every address and its voters.
 pub fn decide(answers: &[Answer], quorum: usize) -> Result<IpAddr, ResolveError> {
     let votes = tally(answers.iter());
-    let Some(&(best, count)) = votes.first() else {
+    let Some(best) = votes.first() else {
         return Err(ResolveError::AllFailed);
     };
-    let runner_up = votes.get(1).map_or(0, |v| v.1);
+    let (addr, count) = (best.addr, best.sources.len());
+    let runner_up = votes.get(1).map_or(0, |v| v.sources.len());
     if count >= quorum && count > runner_up {
-        return Ok(best);
+        return Ok(addr);
     }
     if votes.len() == 1 {
         Err(ResolveError::NoQuorum {
             needed: quorum,
-            best: Some((best, count)),
+            best: Some((addr, count)),
         })
     } else {
         Err(ResolveError::Disagreement { votes })
@@ -422,10 +694,11 @@ pub fn decide(answers: &[Answer], quorum: usize) -> Result<IpAddr, ResolveError>
 /// still tell whether our own connectivity is in doubt.
 fn settled<'a>(answers: impl Iterator<Item = &'a Answer>, quorum: usize, remaining: usize) -> bool {
     let votes = tally(answers);
-    let Some(&(_, count)) = votes.first() else {
+    let Some(best) = votes.first() else {
         return false;
     };
-    let runner_up = votes.get(1).map_or(0, |v| v.1);
+    let count = best.sources.len();
+    let runner_up = votes.get(1).map_or(0, |v| v.sources.len());
     count >= quorum && count > runner_up + remaining
 }
 
@@ -438,14 +711,27 @@ fn parse_one_address(text: &str) -> Result<IpAddr, SourceError> {
         })
 }
 
+/// Like [`parse_one_address`] for bytes that should be UTF-8 text.
+fn parse_one_address_bytes(bytes: &[u8]) -> Result<IpAddr, SourceError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| SourceError::NotOneAddress {
+        snippet: snippet(bytes),
+    })?;
+    parse_one_address(text)
+}
+
 /// At most [`SNIPPET_CHARS`] printable ASCII characters of an answer, for error messages. Anything
 /// else (control characters, non-ASCII) becomes `.`; a cut is marked with `…`.
 fn snippet(bytes: &[u8]) -> String {
+    snippet_of(bytes, SNIPPET_CHARS)
+}
+
+/// [`snippet`] with a chosen length.
+fn snippet_of(bytes: &[u8], chars: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_ascii();
     let mut out: String = text
         .chars()
-        .take(SNIPPET_CHARS)
+        .take(chars)
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {
                 c
@@ -454,7 +740,7 @@ fn snippet(bytes: &[u8]) -> String {
             }
         })
         .collect();
-    if text.chars().nth(SNIPPET_CHARS).is_some() {
+    if text.chars().nth(chars).is_some() {
         out.push('…');
     }
     out
@@ -462,13 +748,20 @@ fn snippet(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::testserver::TestServer;
     use super::*;
-    use crate::config::JsonField;
+    use crate::config::{JsonField, SourceConfig};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
+
+    const WRONG_FAMILY: Rejection = Rejection::WrongFamily {
+        got: Family::Ipv6,
+        want: Family::Ipv4,
+    };
 
     const A: &str = "81.2.69.160";
     const B: &str = "81.2.69.161";
@@ -477,6 +770,7 @@ mod tests {
     fn accepted(s: &str) -> Answer {
         Answer {
             source: format!("fake {s}"),
+            family: Family::of(ip(s)),
             latency: Duration::ZERO,
             verdict: Verdict::Accepted(ip(s)),
         }
@@ -485,6 +779,7 @@ mod tests {
     fn failed() -> Answer {
         Answer {
             source: "fake failing".into(),
+            family: Family::Ipv4,
             latency: Duration::ZERO,
             verdict: Verdict::Failed(SourceError::Status { status: 500 }),
         }
@@ -493,8 +788,17 @@ mod tests {
     fn rejected(s: &str) -> Answer {
         Answer {
             source: format!("fake rejected {s}"),
+            family: Family::Ipv4,
             latency: Duration::ZERO,
-            verdict: judge(ip(s)),
+            verdict: judge(ip(s), Family::Ipv4),
+        }
+    }
+
+    /// `n` votes for `addr`, all from sources labelled as [`accepted`] labels them.
+    fn vote(addr: &str, n: usize) -> Vote {
+        Vote {
+            addr: ip(addr),
+            sources: vec![format!("fake {addr}"); n],
         }
     }
 
@@ -531,7 +835,7 @@ mod tests {
                 vec![accepted(A), accepted(B)],
                 1,
                 Err(Disagreement {
-                    votes: vec![(ip(A), 1), (ip(B), 1)],
+                    votes: vec![vote(A, 1), vote(B, 1)],
                 }),
             ),
             (
@@ -539,7 +843,7 @@ mod tests {
                 vec![accepted(B), accepted(A), accepted(B), accepted(A)],
                 2,
                 Err(Disagreement {
-                    votes: vec![(ip(A), 2), (ip(B), 2)],
+                    votes: vec![vote(A, 2), vote(B, 2)],
                 }),
             ),
             (
@@ -547,7 +851,7 @@ mod tests {
                 vec![accepted(A), accepted(A), accepted(B)],
                 3,
                 Err(Disagreement {
-                    votes: vec![(ip(A), 2), (ip(B), 1)],
+                    votes: vec![vote(A, 2), vote(B, 1)],
                 }),
             ),
             (
@@ -657,7 +961,19 @@ mod tests {
 
     #[test]
     fn judge_rejects_non_global_and_wrong_family() {
-        assert_eq!(judge(ip(A)), Verdict::Accepted(ip(A)));
+        assert_eq!(judge(ip(A), Family::Ipv4), Verdict::Accepted(ip(A)));
+        let v6 = "2a00:1450:4001:80b::200e";
+        assert_eq!(judge(ip(v6), Family::Ipv6), Verdict::Accepted(ip(v6)));
+        assert_eq!(
+            judge(ip(A), Family::Ipv6),
+            Verdict::Rejected {
+                addr: ip(A),
+                reason: Rejection::WrongFamily {
+                    got: Family::Ipv4,
+                    want: Family::Ipv6
+                }
+            }
+        );
         let cases = [
             ("10.1.2.3", Rejection::NotGlobal(NotGlobal::Private)),
             ("192.168.0.10", Rejection::NotGlobal(NotGlobal::Private)),
@@ -665,15 +981,12 @@ mod tests {
             ("127.0.0.1", Rejection::NotGlobal(NotGlobal::Loopback)),
             ("192.0.2.1", Rejection::NotGlobal(NotGlobal::Documentation)),
             ("0.0.0.0", Rejection::NotGlobal(NotGlobal::Unspecified)),
-            (
-                "2a00:1450:4001:80b::200e",
-                Rejection::WrongFamily(Family::Ipv6),
-            ),
-            ("::ffff:81.2.69.160", Rejection::WrongFamily(Family::Ipv6)),
+            ("2a00:1450:4001:80b::200e", WRONG_FAMILY),
+            ("::ffff:81.2.69.160", WRONG_FAMILY),
         ];
         for (a, reason) in cases {
             assert_eq!(
-                judge(ip(a)),
+                judge(ip(a), Family::Ipv4),
                 Verdict::Rejected {
                     addr: ip(a),
                     reason
@@ -728,11 +1041,21 @@ mod tests {
     #[test]
     fn errors_read_well() {
         let e = ResolveError::Disagreement {
-            votes: vec![(ip(A), 2), (ip(B), 1)],
+            votes: vec![
+                Vote {
+                    addr: ip(A),
+                    sources: vec!["http https://a/".into(), "dns x A @1.1.1.1:53".into()],
+                },
+                Vote {
+                    addr: ip(B),
+                    sources: vec!["stun s:3478".into()],
+                },
+            ],
         };
         assert_eq!(
             e.to_string(),
-            "sources disagree: 81.2.69.160 (2 votes), 81.2.69.161 (1 vote)"
+            "sources disagree: 81.2.69.160 from http https://a/, dns x A @1.1.1.1:53; \
+             81.2.69.161 from stun s:3478"
         );
         let e = ResolveError::NoQuorum {
             needed: 2,
@@ -742,10 +1065,14 @@ mod tests {
             e.to_string(),
             "only 1 of the 2 required sources agree on 81.2.69.160"
         );
-        let v = judge(ip("2a00:1450:4001:80b::200e"));
+        assert_eq!(
+            ResolveError::NoSources(Family::Ipv6).to_string(),
+            "no IPv6 source is configured"
+        );
+        let v = judge(ip("2a00:1450:4001:80b::200e"), Family::Ipv4);
         assert_eq!(
             v.to_string(),
-            "rejected 2a00:1450:4001:80b::200e: IPv6 address, but only IPv4 is tracked"
+            "rejected 2a00:1450:4001:80b::200e: IPv6 address from an IPv4 source"
         );
         let e = SourceError::Timeout {
             after: Duration::from_millis(200),
@@ -756,13 +1083,38 @@ mod tests {
             snippet: String::new()
         }
         .is_transient());
+        assert!(SourceError::Dns {
+            rcode: "ServFail".into()
+        }
+        .is_transient());
+        assert!(!SourceError::Dns {
+            rcode: "NXDomain".into()
+        }
+        .is_transient());
     }
 
-    /// An in-memory source for round-level tests.
+    #[test]
+    fn health_changes_are_reported_once() {
+        use Health::*;
+        let cases = [
+            (Unknown, true, Ok, None),
+            (Unknown, false, Failing, Some(Change::Failing)),
+            (Ok, true, Ok, None),
+            (Ok, false, Failing, Some(Change::Failing)),
+            (Failing, false, Failing, None),
+            (Failing, true, Ok, Some(Change::Recovered)),
+        ];
+        for (prev, ok, next, change) in cases {
+            assert_eq!(transition(prev, ok), (next, change), "{prev:?} {ok}");
+        }
+    }
+
+    /// An in-memory source for round-level tests; its answer can be changed between rounds.
     struct Fake {
         label: String,
+        family: Family,
         delay: Duration,
-        answer: Result<IpAddr, SourceError>,
+        answer: Arc<std::sync::Mutex<Result<IpAddr, SourceError>>>,
     }
 
     #[async_trait::async_trait]
@@ -770,24 +1122,33 @@ mod tests {
         fn label(&self) -> &str {
             &self.label
         }
+        fn family(&self) -> Family {
+            self.family
+        }
         async fn lookup(&self) -> Result<IpAddr, SourceError> {
             tokio::time::sleep(self.delay).await;
-            self.answer.clone()
+            self.answer.lock().unwrap().clone()
         }
     }
 
-    fn fake(name: &str, ms: u64, answer: &str) -> Box<dyn Resolver> {
+    fn fake_in(family: Family, name: &str, ms: u64, answer: &str) -> Box<dyn Resolver> {
         Box::new(Fake {
             label: format!("fake {name}"),
+            family,
             delay: Duration::from_millis(ms),
-            answer: Ok(ip(answer)),
+            answer: Arc::new(std::sync::Mutex::new(Ok(ip(answer)))),
         })
+    }
+
+    fn fake(name: &str, ms: u64, answer: &str) -> Box<dyn Resolver> {
+        fake_in(Family::Ipv4, name, ms, answer)
     }
 
     fn http(server: &testserver::Running) -> Box<dyn Resolver> {
         Box::new(HttpResolver::new(
-            build_client(Duration::from_secs(2)).unwrap(),
+            build_client(Duration::from_secs(2), Family::Ipv4).unwrap(),
             server.url(),
+            Family::Ipv4,
         ))
     }
 
@@ -805,7 +1166,7 @@ mod tests {
         let sources = servers.iter().map(http).collect();
         let set = ResolverSet::new(sources, 3, Duration::from_secs(2));
         let start = Instant::now();
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         let elapsed = start.elapsed();
         assert_eq!(r.outcome, Ok(ip(A)));
         assert_eq!(r.answers.len(), 3);
@@ -830,7 +1191,7 @@ mod tests {
             Duration::from_millis(200),
         );
         let start = Instant::now();
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         assert!(
             start.elapsed() < Duration::from_millis(1000),
             "{:?}",
@@ -856,10 +1217,7 @@ mod tests {
                 "203.0.113.9",
                 Rejection::NotGlobal(NotGlobal::Documentation),
             ),
-            (
-                "2a00:1450:4001:80b::200e",
-                Rejection::WrongFamily(Family::Ipv6),
-            ),
+            ("2a00:1450:4001:80b::200e", WRONG_FAMILY),
         ];
         let mut servers = Vec::new();
         for (body, _) in cases {
@@ -867,7 +1225,7 @@ mod tests {
         }
         let sources = servers.iter().map(http).collect();
         let set = ResolverSet::new(sources, 1, Duration::from_secs(2));
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         assert_eq!(r.outcome, Err(ResolveError::AllFailed));
         assert!(!r.any_accepted());
         for (answer, (body, reason)) in r.answers.iter().zip(cases) {
@@ -887,7 +1245,7 @@ mod tests {
         let good = TestServer::ok(A).start().await;
         let private = TestServer::ok("10.0.0.1").start().await;
         let set = ResolverSet::new(vec![http(&good), http(&private)], 2, Duration::from_secs(2));
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         assert_eq!(
             r.outcome,
             Err(ResolveError::NoQuorum {
@@ -903,7 +1261,7 @@ mod tests {
         let sources = vec![fake("a", 10, A), fake("slow", 1500, B), fake("b", 20, A)];
         let set = ResolverSet::new(sources, 2, Duration::from_secs(3));
         let start = Instant::now();
-        let r = set.resolve_until_settled().await;
+        let r = set.resolve_until_settled(Family::Ipv4).await;
         assert!(
             start.elapsed() < Duration::from_millis(700),
             "{:?}",
@@ -919,7 +1277,7 @@ mod tests {
         // A and B disagree after two answers; the third decides.
         let sources = vec![fake("a", 10, A), fake("b", 20, B), fake("late", 200, A)];
         let set = ResolverSet::new(sources, 2, Duration::from_secs(3));
-        let r = set.resolve_until_settled().await;
+        let r = set.resolve_until_settled(Family::Ipv4).await;
         assert_eq!(r.outcome, Ok(ip(A)));
         assert_eq!(r.answers.len(), 3);
     }
@@ -932,7 +1290,7 @@ mod tests {
             fake("third", 60, A),
         ];
         let set = ResolverSet::new(sources, 2, Duration::from_secs(3));
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         let labels: Vec<&str> = r.answers.iter().map(|a| a.source.as_str()).collect();
         assert_eq!(labels, ["fake first", "fake second", "fake third"]);
         assert_eq!(r.outcome, Ok(ip(A)));
@@ -942,43 +1300,267 @@ mod tests {
     fn rounds_can_run_on_any_worker_thread() {
         fn is_send<T: Send>(_: &T) {}
         let set = ResolverSet::new(vec![fake("a", 0, A)], 1, Duration::from_secs(1));
-        is_send(&set.resolve());
-        is_send(&set.resolve_until_settled());
+        is_send(&set.resolve(Family::Ipv4));
+        is_send(&set.resolve_until_settled(Family::Ipv4));
     }
 
     #[tokio::test]
-    async fn from_config_builds_both_kinds() {
+    async fn each_family_has_its_own_sources_and_quorum() {
+        const V6: &str = "2a00:1450:4001:80b::200e";
+        let sources = vec![
+            fake_in(Family::Ipv4, "a", 5, A),
+            fake_in(Family::Ipv6, "six", 5, V6),
+            fake_in(Family::Ipv4, "b", 5, A),
+            fake_in(Family::Ipv4, "c", 5, A),
+            // A v6 source answering over the wrong family is rejected, not counted.
+            fake_in(Family::Ipv6, "confused", 5, B),
+        ];
+        let set = ResolverSet::with_quorum(sources, None, Duration::from_secs(1));
+        assert_eq!(set.families(), [Family::Ipv4, Family::Ipv6]);
+        assert_eq!((set.quorum(Family::Ipv4), set.quorum(Family::Ipv6)), (2, 2));
+        let r4 = set.resolve(Family::Ipv4).await;
+        assert_eq!((r4.family, r4.quorum), (Family::Ipv4, 2));
+        assert_eq!(r4.outcome, Ok(ip(A)));
+        assert_eq!(r4.answers.len(), 3);
+        assert_eq!(r4.agreeing(), 3);
+        assert!(r4.answers.iter().all(|a| a.family == Family::Ipv4));
+        let r6 = set.resolve(Family::Ipv6).await;
+        let labels: Vec<&str> = r6.answers.iter().map(|a| a.source.as_str()).collect();
+        assert_eq!(labels, ["fake six", "fake confused"]);
+        assert_eq!(
+            r6.answers[1].verdict,
+            Verdict::Rejected {
+                addr: ip(B),
+                reason: Rejection::WrongFamily {
+                    got: Family::Ipv4,
+                    want: Family::Ipv6
+                }
+            }
+        );
+        assert_eq!(
+            r6.outcome,
+            Err(ResolveError::NoQuorum {
+                needed: 2,
+                best: Some((ip(V6), 1))
+            })
+        );
+
+        // Without a configured quorum, a family with one source needs that one.
+        let set = ResolverSet::with_quorum(
+            vec![fake("a", 0, A), fake_in(Family::Ipv6, "six", 0, V6)],
+            None,
+            Duration::from_secs(1),
+        );
+        assert_eq!((set.quorum(Family::Ipv4), set.quorum(Family::Ipv6)), (1, 1));
+        assert_eq!(set.resolve(Family::Ipv6).await.outcome, Ok(ip(V6)));
+        // A configured quorum applies to each family.
+        let set = ResolverSet::new(
+            vec![fake("a", 0, A), fake_in(Family::Ipv6, "six", 0, V6)],
+            2,
+            Duration::from_secs(1),
+        );
+        assert_eq!((set.quorum(Family::Ipv4), set.quorum(Family::Ipv6)), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_family_without_sources_resolves_to_nothing() {
+        let set = ResolverSet::new(vec![fake("a", 0, A)], 1, Duration::from_secs(1));
+        assert_eq!(set.families(), [Family::Ipv4]);
+        let r = set.resolve_until_settled(Family::Ipv6).await;
+        assert_eq!(r.outcome, Err(ResolveError::NoSources(Family::Ipv6)));
+        assert!(r.answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_disagreement_names_every_address_and_its_sources() {
+        let sources = vec![fake("a", 0, A), fake("liar", 0, C), fake("b", 0, B)];
+        let set = ResolverSet::new(sources, 2, Duration::from_secs(1));
+        let r = set.resolve(Family::Ipv4).await;
+        let e = r.outcome.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sources disagree: 81.2.69.160 from fake a; 81.2.69.161 from fake b; \
+             93.184.216.34 from fake liar"
+        );
+    }
+
+    /// A `tracing` writer collecting everything logged in a test.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_logged_once_per_change() {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let answer = Arc::new(std::sync::Mutex::new(Err(SourceError::Status {
+            status: 503,
+        })));
+        let flaky = Box::new(Fake {
+            label: "fake flaky".into(),
+            family: Family::Ipv4,
+            delay: Duration::ZERO,
+            answer: answer.clone(),
+        });
+        let set = ResolverSet::new(vec![flaky, fake("steady", 0, A)], 1, Duration::from_secs(1));
+        for _ in 0..3 {
+            set.resolve(Family::Ipv4).await;
+        }
+        assert_eq!(set.failing(), ["fake flaky"]);
+        let text = logs.text();
+        assert_eq!(text.matches("IP source failing").count(), 1, "{text}");
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("HTTP status 503"), "{text}");
+
+        *answer.lock().unwrap() = Ok(ip(A));
+        set.resolve(Family::Ipv4).await;
+        set.resolve(Family::Ipv4).await;
+        assert!(set.failing().is_empty());
+        let text = logs.text();
+        assert_eq!(text.matches("IP source answers again").count(), 1, "{text}");
+        // A rejected answer counts as failing too.
+        *answer.lock().unwrap() = Ok(ip("10.0.0.1"));
+        set.resolve(Family::Ipv4).await;
+        let text = logs.text();
+        assert_eq!(text.matches("IP source failing").count(), 2, "{text}");
+        assert!(
+            text.contains("rejected 10.0.0.1: private address"),
+            "{text}"
+        );
+        // The steady source was never reported.
+        assert!(!text.contains("fake steady"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn from_config_builds_every_kind() {
+        use super::testfakes::{DnsReply, FakeDns, FakeStun, StunReply};
+        use crate::config::{DnsClass, DnsRecord, DnsSource, SourceKind, StunSource, UpnpSource};
+
         let plain = TestServer::ok(&format!("{A}\n")).start().await;
         let js = TestServer::ok(&format!(r#"{{"sourceip":"{A}"}}"#))
             .start()
             .await;
+        let dns = FakeDns::start("127.0.0.1:0", DnsReply::Records(vec![A.into()])).await;
+        let stun = FakeStun::start(
+            "127.0.0.1:0",
+            StunReply::Xor(std::net::SocketAddr::new(ip(A), 40000)),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("myip");
+        std::fs::write(&script, format!("#!/bin/sh\necho {A}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let v4 = |kind| SourceConfig {
+            family: Family::Ipv4,
+            kind,
+        };
         let cfg = ResolverConfig {
-            quorum: 2,
+            quorum: None,
             timeout: Duration::from_secs(2),
             sources: vec![
-                SourceConfig::Http { url: plain.url() },
-                SourceConfig::HttpJson {
+                v4(SourceKind::Http { url: plain.url() }),
+                v4(SourceKind::HttpJson {
                     url: js.url(),
                     field: JsonField::Key("sourceip".into()),
-                },
+                }),
+                v4(SourceKind::Dns(DnsSource {
+                    server: dns.addr(),
+                    name: "myip.opendns.com".into(),
+                    record: DnsRecord::A,
+                    class: DnsClass::In,
+                })),
+                v4(SourceKind::Stun(StunSource {
+                    server: stun.addr().to_string(),
+                })),
+                v4(SourceKind::Command {
+                    argv: vec![script.display().to_string()],
+                }),
             ],
         };
         let set = ResolverSet::from_config(&cfg).unwrap();
-        assert_eq!((set.len(), set.quorum()), (2, 2));
+        assert_eq!((set.len(), set.quorum(Family::Ipv4)), (5, 2));
         let labels: Vec<&str> = set.labels().collect();
         let want: Vec<String> = cfg.sources.iter().map(SourceConfig::label).collect();
         assert_eq!(labels, want);
-        let r = set.resolve().await;
+        let r = set.resolve(Family::Ipv4).await;
         assert_eq!(r.outcome, Ok(ip(A)), "{:?}", r.answers);
+        assert_eq!(r.agreeing(), 5);
+
+        // The time of one quorum round over these loopback fakes, as the daemon runs it.
+        let rounds = 20;
+        let mut times: Vec<Duration> = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let r = set.resolve_until_settled(Family::Ipv4).await;
+            times.push(start.elapsed());
+            assert_eq!(r.outcome, Ok(ip(A)));
+        }
+        times.sort();
+        let all = set.resolve(Family::Ipv4).await;
+        println!(
+            "quorum round over 5 loopback sources (http, http-json, dns, stun, command): \
+             median {:?}, max {:?} until settled; slowest source {:?}",
+            times[rounds / 2],
+            times[rounds - 1],
+            all.answers
+                .iter()
+                .map(|a| a.latency)
+                .max()
+                .unwrap_or_default()
+        );
+        assert!(times[rounds / 2] < Duration::from_millis(500), "{times:?}");
+
+        // Labels of the remaining kinds, which need a router or an interface to answer.
+        let more = ResolverConfig {
+            quorum: Some(1),
+            timeout: Duration::from_secs(1),
+            sources: vec![
+                v4(SourceKind::Upnp(UpnpSource::Ssdp(
+                    "239.255.255.250:1900".parse().unwrap(),
+                ))),
+                v4(SourceKind::Interface {
+                    name: "eth0".into(),
+                }),
+            ],
+        };
+        let set = ResolverSet::from_config(&more).unwrap();
+        let labels: Vec<&str> = set.labels().collect();
+        assert_eq!(labels, ["upnp ssdp 239.255.255.250:1900", "interface eth0"]);
     }
 
     #[test]
     fn from_config_refuses_an_unreachable_quorum() {
         let cfg = ResolverConfig {
-            quorum: 3,
+            quorum: Some(3),
             timeout: Duration::from_secs(2),
-            sources: vec![SourceConfig::Http {
-                url: "http://127.0.0.1:9/".parse().unwrap(),
+            sources: vec![SourceConfig {
+                family: Family::Ipv4,
+                kind: crate::config::SourceKind::Http {
+                    url: "http://127.0.0.1:9/".parse().unwrap(),
+                },
             }],
         };
         assert!(matches!(

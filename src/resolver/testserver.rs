@@ -19,6 +19,7 @@ pub(super) struct TestServer {
     delay: Duration,
     endless: bool,
     redirect_to_self: bool,
+    ipv6: bool,
 }
 
 impl TestServer {
@@ -30,6 +31,7 @@ impl TestServer {
             delay: Duration::ZERO,
             endless: false,
             redirect_to_self: false,
+            ipv6: false,
         }
     }
 
@@ -72,9 +74,17 @@ impl TestServer {
         self
     }
 
-    /// Binds an ephemeral port on 127.0.0.1 and serves until the returned handle is dropped.
+    /// Listen on `[::1]` instead of 127.0.0.1.
+    pub(super) fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// Binds an ephemeral port on 127.0.0.1 (or `[::1]`) and serves until the returned handle is
+    /// dropped.
     pub(super) async fn start(mut self) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         if self.redirect_to_self {
             let me = format!("http://{addr}/");
@@ -162,4 +172,147 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// One canned route of a [`RouteServer`].
+#[derive(Clone)]
+pub(super) struct Route {
+    method: String,
+    path: String,
+    status: u16,
+    body: String,
+}
+
+impl Route {
+    pub(super) fn new(method: &str, path: &str, status: u16, body: &str) -> Self {
+        Route {
+            method: method.into(),
+            path: path.into(),
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+/// A request as a [`RouteServer`] received it.
+#[derive(Clone, Debug)]
+pub(super) struct Received {
+    pub(super) path: String,
+    headers: Vec<(String, String)>,
+    pub(super) body: String,
+}
+
+impl Received {
+    /// The value of header `name` (case-insensitive).
+    pub(super) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 with one canned answer per method and path (404 otherwise)
+/// that records every request; stops when dropped.
+pub(super) struct RouteServer {
+    addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl RouteServer {
+    pub(super) async fn start(routes: Vec<Route>) -> RouteServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
+        let routes = Arc::new(routes);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let routes = routes.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = serve_route(stream, &routes, &log).await;
+                });
+            }
+        });
+        RouteServer {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    pub(super) fn url(&self, path: &str) -> Url {
+        format!("http://{}{path}", self.addr).parse().unwrap()
+    }
+
+    /// The requests received for `path`, in order.
+    pub(super) fn requests(&self, path: &str) -> Vec<Received> {
+        let all = self.received.lock().unwrap();
+        all.iter().filter(|r| r.path == path).cloned().collect()
+    }
+}
+
+impl Drop for RouteServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_route(
+    mut stream: TcpStream,
+    routes: &[Route],
+    log: &std::sync::Mutex<Vec<Received>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 64 * 1024 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    log.lock().unwrap().push(Received {
+        path: path.clone(),
+        headers,
+        body,
+    });
+    let (status, body) = routes
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .map_or((404, "not found"), |r| (r.status, r.body.as_str()));
+    let answer = format!(
+        "HTTP/1.1 {status} Canned\r\nContent-Type: text/xml\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await
 }
