@@ -45,7 +45,9 @@ fn the_container_config_parses_with_its_secrets_from_run_secrets() {
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-secret");
     assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
     assert_eq!(cfg.firewalls.len(), 1);
-    assert_eq!(cfg.resolver.quorum, 2);
+    // No [resolver] table: the built-in sources, two of which must agree.
+    let sources = dynwall::resolver::ResolverSet::from_config(&cfg.resolver).expect("sources");
+    assert_eq!(sources.quorum(dynwall::net::Family::Ipv4), 2);
 }
 
 #[test]
