@@ -470,3 +470,60 @@ async fn usage_errors_exit_2() {
     let out = bin().args(["status", "--once"]).output().await.unwrap();
     assert_eq!(code(&out), 2);
 }
+
+/// Writes an executable script that prints `out` (or fails when `out` is `None`).
+fn script(dir: &std::path::Path, name: &str, out: Option<&str>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let body = match out {
+        Some(addr) => format!("#!/bin/sh\necho {addr}\n"),
+        None => "#!/bin/sh\necho 'no route' >&2\nexit 3\n".to_string(),
+    };
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_dual_stack_entry_keeps_one_rule_per_family_and_a_failed_family_keeps_its_rule() {
+    const V6: &str = "2a00:1450:4001:81c::5";
+    let w = World::new().await;
+    w.set_ip(NEW_IP);
+    let a = script(w.dir.path(), "v6a", Some(V6));
+    let b = script(w.dir.path(), "v6b", Some(V6));
+    let v6_sources = format!(
+        "[[resolver.source]]\nkind = \"command\"\nfamily = \"ipv6\"\ncommand = [\"{}\"]\n\
+         [[resolver.source]]\nkind = \"command\"\nfamily = \"ipv6\"\ncommand = [\"{}\"]\n",
+        a.display(),
+        b.display()
+    );
+    // The [resolver] table is written by the world; the extra sources join it.
+    let firewall = format!(
+        "{v6_sources}\n[[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}, {DB}]\nfamily = \"both\"\n"
+    );
+    let cfg = w.config_with("interval = \"1s\"", &firewall, "");
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let mut owned = w.owned_sources();
+    owned.sort();
+    assert_eq!(owned, vec![V6.to_string(), NEW_IP.to_string()]);
+    let st = state_json(&w);
+    assert_eq!(st["firewalls"]["12836"]["ip"], NEW_IP);
+    assert_eq!(st["firewalls"]["12836"]["ip6"], V6);
+
+    // IPv6 lookups now fail while IPv4 moves: the IPv4 rule follows, the IPv6 rule stays.
+    script(w.dir.path(), "v6a", None);
+    script(w.dir.path(), "v6b", None);
+    w.set_ip(OLD_IP);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(
+        code(&out),
+        69,
+        "a family without an address is reported: {}",
+        text(&out)
+    );
+    let mut owned = w.owned_sources();
+    owned.sort();
+    assert_eq!(owned, vec![V6.to_string(), OLD_IP.to_string()]);
+    assert_eq!(state_json(&w)["firewalls"]["12836"]["ip6"], V6);
+}
