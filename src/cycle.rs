@@ -16,7 +16,7 @@ use crate::exit::{AppError, Code};
 use crate::net::Family;
 use crate::probe::{self, RoundInput, RoundReport};
 use crate::provider::{FirewallId, Instance, InstanceId, Provider, ProviderError};
-use crate::resolver::{Resolution, ResolverSet};
+use crate::resolver::{family_name, Resolution, ResolverSet};
 use crate::state::{now_unix, CycleRecord, FirewallRecord, State, StateStore};
 use crate::sync::{self, Home};
 
@@ -94,14 +94,7 @@ fn record_ip(rec: &FirewallRecord, f: Family) -> Option<IpAddr> {
     }
 }
 
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::Ipv4 => "IPv4",
-        Family::Ipv6 => "IPv6",
-    }
-}
-
-/// The long-lived sync context: config, sources, provider and state.
+/// The long-lived context of sync cycles and probe rounds: config, sources, provider, state.
 pub struct Engine {
     pub config: Arc<Config>,
     pub resolvers: ResolverSet,
