@@ -454,6 +454,10 @@ fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             ),
             (None, true) => "; GIVEN UP: run `dynwall reset` once it is fixed".to_string(),
             (None, false) if r.in_grace(now) => "; in grace after a start".to_string(),
+            (None, false) if r.last_hold.is_some() => format!(
+                "; not acting: {}",
+                r.last_hold.as_deref().unwrap_or_default()
+            ),
             _ => String::new(),
         };
         let _ = writeln!(

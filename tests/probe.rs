@@ -224,8 +224,21 @@ async fn no_action_while_the_firewall_rule_is_stale() {
     w.sim.set_client_ip(NEW_IP);
     w.sim.fail_next_on(Endpoint::UpdateFirewall, 1000, 400);
     let cfg = config(&w, &probe_table(&w, WEB, &[]));
-    assert_no_action(&w, &cfg, &[]).await;
+    let log = assert_no_action(&w, &cfg, &[]).await;
     assert_eq!(w.owned_sources(), vec![OLD_IP.to_string()]);
+    // Said once, not every round, and remembered for `status`.
+    assert_eq!(log.matches("not acting:").count(), 1, "{log}");
+    let hold = record(&w, WEB)["last_hold"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(hold.contains("firewall"), "{hold}");
+    let status = run(&cfg, &["status"]).await;
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("not acting: the firewall"),
+        "{}",
+        text(&status)
+    );
 }
 
 #[tokio::test]

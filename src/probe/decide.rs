@@ -51,6 +51,9 @@ pub struct InstanceRecord {
     pub last_api_state: Option<PowerState>,
     /// The stop…start sequence in flight, if any.
     pub remediation: Option<Remediation>,
+    /// Why dynwall last held off acting on this instance while it was down (logged once, shown
+    /// by `status`); cleared when it acts or the instance recovers.
+    pub last_hold: Option<String>,
 }
 
 impl InstanceRecord {

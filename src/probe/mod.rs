@@ -258,6 +258,11 @@ pub async fn settle<E>(
                 Decision::Hold(HoldReason::Disabled) if n < cfg.failures => {
                     tracing::debug!(instance = %id, "instance {id}: remediation disabled")
                 }
+                Decision::Hold(reason) if rec.last_hold.as_deref() == Some(&reason.to_string()) => {
+                    // Said already; a hold that lasts an outage is not news every round.
+                    tracing::debug!(instance = %id, %reason,
+                        "instance {id}: down after {n} failed probes; still not acting: {reason}")
+                }
                 Decision::Hold(HoldReason::DryRun) => tracing::info!(instance = %id,
                     "dry run: instance {id}: down after {n} failed probes ({why}); would stop \
                      and start it"),
@@ -284,6 +289,10 @@ pub async fn settle<E>(
                 }
                 Decision::InProgress => {}
             }
+            rec.last_hold = match &item.decision {
+                Decision::Hold(reason) if n >= cfg.failures => Some(reason.to_string()),
+                _ => None,
+            };
         }
         item.given_up = rec.given_up;
         item.remediation = rec.remediation.as_ref().map(|r| r.step);
