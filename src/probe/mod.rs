@@ -190,11 +190,29 @@ pub async fn settle<E>(
 
     let fleet_down = fleet_breaker(probes, &healths, records, &listing, now);
     if let Some((down, probed)) = fleet_down {
-        tracing::warn!(
-            down,
-            probed,
-            "observer problem: {down} of {probed} instances look down; acting on none"
-        );
+        // Warn when the breaker first holds an instance back, not before (no instance reached its
+        // failure count yet) and not again every round it lasts.
+        let fleet = HoldReason::FleetDown.to_string();
+        let said = probes.iter().any(|c| {
+            records
+                .get(&c.instance.0)
+                .and_then(|r| r.last_hold.as_deref())
+                == Some(fleet.as_str())
+        });
+        let binding = probes.iter().any(|c| {
+            records
+                .get(&c.instance.0)
+                .is_some_and(|r| r.consecutive_failures >= c.failures)
+        });
+        if said || !binding {
+            tracing::debug!(down, probed, "observer problem persists");
+        } else {
+            tracing::warn!(
+                down,
+                probed,
+                "observer problem: {down} of {probed} instances look down; acting on none"
+            );
+        }
         report.observer_problem = true;
     }
 
