@@ -195,15 +195,15 @@ async fn check(path: &Path) -> Result<Code, AppError> {
         resolutions.push(r);
     }
     print_resolutions(&mut out, &resolutions);
-    let instances = provider.list_instances().await?;
+    let known: std::collections::BTreeSet<_> = provider
+        .list_instances()
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     let _ = writeln!(out, "credentials: accepted");
     for (i, fw) in cfg.firewalls.iter().enumerate() {
-        let missing: Vec<_> = fw
-            .instances
-            .iter()
-            .filter(|id| !instances.iter().any(|x| &x.id == *id))
-            .cloned()
-            .collect();
+        let missing = sync::missing_instances(fw, &known);
         if !missing.is_empty() {
             let e = AppError::UnknownInstances {
                 path: cfg.path.clone(),

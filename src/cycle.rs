@@ -326,16 +326,15 @@ impl Engine {
     /// Refuses a write that would unassign an instance the API does not know.
     async fn check_instances(&mut self, index: usize, fw: &FirewallConfig) -> Result<(), AppError> {
         if self.known_instances.is_none() {
-            let list = self.provider.list_instances().await?;
+            // The same read also refreshes the probe's instance cache.
+            let list = self.list_instances().await?;
             self.known_instances = Some(list.into_iter().map(|i| i.id).collect());
         }
-        let known = self.known_instances.as_ref();
-        let missing: Vec<InstanceId> = fw
-            .instances
-            .iter()
-            .filter(|i| !known.is_some_and(|k| k.contains(*i)))
-            .cloned()
-            .collect();
+        let missing = self
+            .known_instances
+            .as_ref()
+            .map(|known| sync::missing_instances(fw, known))
+            .unwrap_or_default();
         if missing.is_empty() {
             return Ok(());
         }

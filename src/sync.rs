@@ -4,12 +4,15 @@
 //! Every other rule, inbound or outbound, is written back exactly as it was read. The owned set
 //! becomes one rule for the home address plus one per `keep` entry.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::config::FirewallConfig;
 use crate::net::{Family, IpNet};
-use crate::provider::{Firewall, FirewallState, FirewallWrite, ProviderError, Rule, RuleSet};
+use crate::provider::{
+    Firewall, FirewallState, FirewallWrite, InstanceId, ProviderError, Rule, RuleSet,
+};
 
 /// The rule type dynwall owns (and writes).
 pub const OWNED_KIND: &str = "Custom";
@@ -177,6 +180,18 @@ pub fn plan(current: &RuleSet, fw: &FirewallConfig, home: &Home) -> Plan {
             outbound: current.outbound.clone(),
         },
     }
+}
+
+/// The configured instances of `fw` that the provider does not know. Pure.
+///
+/// Indigo replaces a template's assignments with the list sent, so writing with an unknown id
+/// would silently unassign it: callers refuse the write when this is not empty.
+pub fn missing_instances(fw: &FirewallConfig, known: &BTreeSet<InstanceId>) -> Vec<InstanceId> {
+    fw.instances
+        .iter()
+        .filter(|i| !known.contains(*i))
+        .cloned()
+        .collect()
 }
 
 /// Why a read-back does not match what was written.
@@ -452,6 +467,23 @@ mod tests {
         // An IPv4-only entry does not keep stray IPv6 sources on its port.
         let p = plan(&current, &fw(&[]), &Home::of(ip("81.2.69.161")));
         assert_eq!(p.removed.len(), 3);
+    }
+
+    #[test]
+    fn instances_unknown_to_the_provider_are_named() {
+        let mut f = fw(&[]);
+        f.instances = vec![
+            InstanceId("1".into()),
+            InstanceId("2".into()),
+            InstanceId("3".into()),
+        ];
+        let known: BTreeSet<InstanceId> = [InstanceId("2".into()), InstanceId("9".into())].into();
+        assert_eq!(
+            missing_instances(&f, &known),
+            vec![InstanceId("1".into()), InstanceId("3".into())]
+        );
+        f.instances.retain(|i| i.0 == "2");
+        assert!(missing_instances(&f, &known).is_empty());
     }
 
     #[test]

@@ -64,6 +64,14 @@ fn record(w: &World, id: u64) -> serde_json::Value {
     state_json(w)["instances"][id.to_string()].clone()
 }
 
+/// Waits until the running daemon has seen `id` answer a probe.
+async fn first_healthy_probe(w: &World, id: u64) {
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        record(w, id)["last_ok_at"].is_u64()
+    })
+    .await;
+}
+
 async fn stop(mut daemon: tokio::process::Child) -> String {
     signal(&daemon, "TERM").await;
     let out = tokio::time::timeout(Duration::from_secs(5), async {
@@ -85,10 +93,7 @@ async fn a_hung_instance_gets_exactly_one_stop_and_one_start() {
     let w = world().await;
     let cfg = config(&w, &probe_table(&w, WEB, &[]));
     let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        record(&w, WEB)["last_ok_at"].is_u64()
-    })
-    .await;
+    first_healthy_probe(&w, WEB).await;
     w.sim.set_responsive(WEB, false);
     eventually(
         Duration::from_secs(30),
@@ -119,10 +124,7 @@ async fn a_stop_that_never_completes_is_forced_after_stop_timeout() {
     let w = world().await;
     let cfg = config(&w, &probe_table(&w, WEB, &[]));
     let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        record(&w, WEB)["last_ok_at"].is_u64()
-    })
-    .await;
+    first_healthy_probe(&w, WEB).await;
     w.sim.set_hung(WEB, true);
     w.sim.set_responsive(WEB, false);
     eventually(Duration::from_secs(40), "stop, forcestop, start", || {
@@ -146,10 +148,7 @@ async fn an_instance_that_never_recovers_is_given_up_after_its_budget() {
         &probe_table(&w, WEB, &[("max_actions", "2"), ("window", "\"30s\"")]),
     );
     let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        record(&w, WEB)["last_ok_at"].is_u64()
-    })
-    .await;
+    first_healthy_probe(&w, WEB).await;
     w.sim.set_broken(WEB, true);
     w.sim.set_responsive(WEB, false);
     eventually(Duration::from_secs(60), "given up", || {
@@ -289,10 +288,7 @@ async fn an_instance_stopped_by_a_killed_daemon_is_started_by_the_next_run() {
     w.sim.set_client_ip(OLD_IP);
     let cfg = config(&w, &probe_table(&w, WEB, &[("stop_timeout", "\"20s\"")]));
     let mut daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        record(&w, WEB)["last_ok_at"].is_u64()
-    })
-    .await;
+    first_healthy_probe(&w, WEB).await;
     w.sim.set_responsive(WEB, false);
     eventually(Duration::from_secs(20), "the stop", || {
         verbs(&w, WEB) == ["stop"]
