@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dynwall::sim::{Endpoint, IndigoSim, IpEcho, PowerState, SimRule};
+use dynwall_sim::{Endpoint, IndigoSim, IpEcho, PowerState, SimRule};
 
 const TEMPLATE: u64 = 12836;
 const OLD_IP: &str = "81.2.69.160";

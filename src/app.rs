@@ -42,7 +42,13 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Status { json }), ..) => status(&path, *json),
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
         (Some(Command::Reset { instance }), ..) => reset(&path, instance),
+        #[cfg(feature = "demo")]
         (Some(Command::Demo), ..) => crate::demo::run().await,
+        #[cfg(not(feature = "demo"))]
+        (Some(Command::Demo), ..) => {
+            eprintln!("dynwall: this build has no demo (it was built without the `demo` feature)");
+            return Code::Usage;
+        }
         (Some(Command::Completions { shell }), ..) => print(&crate::cli::completions(*shell)),
         (Some(Command::Man), ..) => crate::cli::man_page()
             .map_err(|e| AppError::Setup(format!("cannot render the man page: {e}")))

@@ -15,9 +15,9 @@ use crate::config::{Config, ProcessEnv};
 use crate::cycle::Engine;
 use crate::exit::{AppError, Code};
 use crate::scheduler;
-use crate::sim::{IndigoSim, IpEcho, PowerState, SimRule};
 use crate::state::StateStore;
 use crate::systemd::Notifier;
+use dynwall_sim::{IndigoSim, IpEcho, PowerState, SimRule};
 
 const TEMPLATE: u64 = 12836;
 const INSTANCE: u64 = 616516;
@@ -184,7 +184,7 @@ grace = "3s"
     say("");
     say(&format!(
         "2. dynwall started, found {OLD_IP} on both sources and the rule already in sync: {} writes.",
-        sim.calls(crate::sim::Endpoint::UpdateFirewall)
+        sim.calls(dynwall_sim::Endpoint::UpdateFirewall)
     ));
 
     say("");
@@ -210,8 +210,8 @@ grace = "3s"
     say(&format!(
         "   API calls: {} token, {} template reads, {} update.",
         sim.tokens_issued(),
-        sim.calls(crate::sim::Endpoint::GetTemplate),
-        sim.calls(crate::sim::Endpoint::UpdateFirewall)
+        sim.calls(dynwall_sim::Endpoint::GetTemplate),
+        sim.calls(dynwall_sim::Endpoint::UpdateFirewall)
     ));
 
     say("   While the old rule stood, the SSH probe of web-1 was blocked by it; dynwall does not");
@@ -240,13 +240,13 @@ grace = "3s"
     ));
     let log = sim.call_log();
     let spent = &log[calls_before.min(log.len())..];
-    let count = |ep: crate::sim::Endpoint| spent.iter().filter(|c| c.endpoint == ep).count();
+    let count = |ep: dynwall_sim::Endpoint| spent.iter().filter(|c| c.endpoint == ep).count();
     say(&format!(
         "   Power requests sent: {}. API calls meanwhile: {} (instance lists {}, power {}).",
         power().join(", "),
         spent.len(),
-        count(crate::sim::Endpoint::InstanceList),
-        count(crate::sim::Endpoint::StatusUpdate)
+        count(dynwall_sim::Endpoint::InstanceList),
+        count(dynwall_sim::Endpoint::StatusUpdate)
     ));
 
     shutdown.cancel();

@@ -5,6 +5,7 @@
 //!
 //! - [`cli`]: the command line (clap definitions only); [`app`]: the commands wired together.
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
+//! - [`ids`], [`secret`]: identifiers and secrets, used everywhere and depending on nothing.
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`resolver`]: public-IP sources behind the [`resolver::Resolver`] trait, and quorum.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
@@ -15,22 +16,25 @@
 //! - [`state`]: versioned state file, atomic writes, the lock.
 //! - [`exit`]: exit codes and the one mapping from errors to them.
 //! - [`systemd`], [`signals`], [`telemetry`]: the process's edges.
-//! - [`sim`]: the Indigo simulator and fake IP sources (tests and `dynwall demo`).
+//! - [`demo`]: `dynwall demo`, the story told on the simulators of the `dynwall-sim` crate
+//!   (built with the default `demo` feature).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cycle;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod exit;
+pub mod ids;
 pub mod net;
 pub mod probe;
 pub mod provider;
 pub mod resolver;
 pub mod scheduler;
+pub mod secret;
 pub mod signals;
-pub mod sim;
 pub mod state;
 pub mod sync;
 pub mod systemd;

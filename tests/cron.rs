@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dynwall::sim::Endpoint;
+use dynwall_sim::Endpoint;
 
 #[tokio::test]
 async fn two_overlapping_once_runs_act_once_and_the_loser_exits_75() {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dynwall::sim::{Endpoint, PowerState};
+use dynwall_sim::{Endpoint, PowerState};
 
 /// A world whose instances answer SSH on loopback; our connections come from `OLD_IP`.
 async fn world() -> World {

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dynwall::sim::{Endpoint, SimRule};
+use dynwall_sim::{Endpoint, SimRule};
 
 fn sorted(mut v: Vec<SimRule>) -> Vec<(String, String, String, String)> {
     let mut out: Vec<_> = v

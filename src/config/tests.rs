@@ -2,7 +2,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use reqwest::Url;
+
 use super::*;
+use crate::provider::FirewallId;
 
 const MINIMAL: &str = r#"
 [indigo]

@@ -285,4 +285,37 @@ mod tests {
             Err(ProbeFailure::Timeout(T))
         );
     }
+
+    /// The simulator's fake SSH endpoints are what the integration tests probe: this prober must
+    /// read them as a real sshd (banner), a guest with no sshd (closed at once) and a hung guest.
+    #[tokio::test]
+    async fn the_simulators_ssh_endpoints_read_as_real_ones() {
+        use dynwall_sim::{IndigoSim, PowerState, SimRule};
+        let sim = IndigoSim::builder()
+            .instance(16, "web1", "192.0.2.16", PowerState::Running)
+            .instance(17, "db1", "192.0.2.17", PowerState::Stopped)
+            .template(
+                55,
+                "home-ssh",
+                vec![SimRule::new("Custom", "TCP", "22", "220.146.61.235")],
+                vec![],
+                &[16, 17],
+            )
+            .ssh_endpoints(true)
+            .start()
+            .await
+            .unwrap();
+        sim.set_client_ip("220.146.61.235");
+        let t = Duration::from_millis(200);
+        assert_eq!(ssh(sim.ssh_addr(16).unwrap(), t).await, Ok(()));
+        assert_eq!(
+            ssh(sim.ssh_addr(17).unwrap(), t).await,
+            Err(ProbeFailure::BadBanner(String::new()))
+        );
+        sim.set_responsive(16, false);
+        assert_eq!(
+            ssh(sim.ssh_addr(16).unwrap(), t).await,
+            Err(ProbeFailure::Timeout(t))
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dynwall::sim::{IndigoSim, IpEcho, PowerState, SimBuilder, SimRule};
+use dynwall_sim::{IndigoSim, IpEcho, PowerState, SimBuilder, SimRule};
 use tokio::process::{Child, Command};
 
 pub const TEMPLATE: u64 = 12836;

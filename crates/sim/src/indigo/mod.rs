@@ -1,7 +1,7 @@
 //! An in-process imitation of the WebARENA Indigo REST API, quirks included, on 127.0.0.1.
 //!
 //! The simulator speaks the wire format documented in `reference/indigo-api.md` and shares no
-//! types with the client in [`crate::provider::indigo`], so a misunderstanding of the API cannot
+//! types with the dynwall client (it lives in another crate), so a misunderstanding of the API cannot
 //! hide in a type both sides use.
 //!
 //! # What it imitates

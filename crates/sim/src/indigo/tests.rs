@@ -1211,23 +1211,6 @@ async fn ssh_connections_and_power_actions_are_counted() {
 }
 
 #[tokio::test]
-async fn the_prober_reads_the_endpoints() {
-    use crate::probe::check::{ssh as probe_ssh, ProbeFailure};
-    let api = ssh_world().await;
-    let t = Duration::from_millis(200);
-    assert_eq!(probe_ssh(api.sim.ssh_addr(16).unwrap(), t).await, Ok(()));
-    assert_eq!(
-        probe_ssh(api.sim.ssh_addr(17).unwrap(), t).await,
-        Err(ProbeFailure::BadBanner(String::new()))
-    );
-    api.sim.set_responsive(16, false);
-    assert_eq!(
-        probe_ssh(api.sim.ssh_addr(16).unwrap(), t).await,
-        Err(ProbeFailure::Timeout(t))
-    );
-}
-
-#[tokio::test]
 async fn shutdown_closes_ssh_endpoints_and_held_connections() {
     use tokio::io::AsyncReadExt;
     let api = ssh_world().await;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::state::{request_id, uuid_like, InstanceRec, State};
 use super::wire::{array, php_escape, Obj};
 use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimRule};
-use crate::sim::server::{epoch_ms, format_datetime, respond, set_header, Body, SimRequest};
+use crate::server::{epoch_ms, format_datetime, respond, set_header, Body, SimRequest};
 
 const API_PREFIX: &str = "/webarenaIndigo/v1/";
 

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::state::State;
 use super::{PowerState, SimRule};
-use crate::sim::server::Server;
+use crate::server::Server;
 
 /// The version line a healthy, reachable instance sends first.
 pub(crate) const BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n";

@@ -1,0 +1,165 @@
+//! `[[probe]]`: the probed instances and their remediation limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::raw::{self, Dur};
+use super::*;
+use crate::provider::InstanceId;
+
+/// How an instance is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// TCP connect and an `SSH-` banner.
+    Ssh,
+    /// TCP connect only.
+    Tcp,
+    /// HTTP GET; success is 2xx/3xx, or exactly `expect_status` when set.
+    Http {
+        url: Url,
+        expect_status: Option<u16>,
+    },
+}
+
+/// One probed instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub instance: InstanceId,
+    /// Probe target; `None` means the instance's address from the API, port 22.
+    pub address: Option<SocketAddr>,
+    pub check: ProbeCheck,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+    pub stop_timeout: Duration,
+    pub start_timeout: Duration,
+    pub grace: Duration,
+    pub max_actions: u32,
+    pub window: Duration,
+    pub enabled: bool,
+}
+
+/// Probe defaults (see the README for the reasoning behind each).
+pub mod probe_defaults {
+    use std::time::Duration;
+    pub const INTERVAL: Duration = Duration::from_secs(30);
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+    pub const FAILURES: u32 = 3;
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const GRACE: Duration = Duration::from_secs(300);
+    pub const MAX_ACTIONS: u32 = 3;
+    pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
+}
+
+pub(crate) fn probe_from_raw(
+    p: raw::RawProbe,
+    i: usize,
+    path: &Path,
+) -> Result<ProbeConfig, ConfigError> {
+    use probe_defaults as d;
+    let key = |k: &str| format!("probe[{i}].{k}");
+    let instance = p
+        .instance
+        .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
+    let address = match p.address {
+        None => None,
+        Some(a) => Some(
+            parse_probe_address(&a).map_err(|r| ConfigError::invalid(path, key("address"), r))?,
+        ),
+    };
+    let check = match p.check.as_deref().unwrap_or("ssh") {
+        "ssh" | "tcp" if p.url.is_some() || p.expect_status.is_some() => {
+            return Err(ConfigError::invalid(
+                path,
+                key("url"),
+                "only check = \"http\" takes url and expect_status",
+            ))
+        }
+        "ssh" => ProbeCheck::Ssh,
+        "tcp" => ProbeCheck::Tcp,
+        "http" => {
+            let text = p.url.ok_or_else(|| {
+                ConfigError::invalid(path, key("url"), "missing (required for check = \"http\")")
+            })?;
+            let url = Url::parse(&text)
+                .map_err(|e| ConfigError::invalid(path, key("url"), format!("invalid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    path,
+                    key("url"),
+                    "must be http or https",
+                ));
+            }
+            if let Some(s) = p.expect_status {
+                if !(100..=599).contains(&s) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        key("expect_status"),
+                        format!("{s} is not an HTTP status"),
+                    ));
+                }
+            }
+            ProbeCheck::Http {
+                url,
+                expect_status: p.expect_status,
+            }
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                path,
+                key("check"),
+                format!("unknown check {other:?} (expected \"ssh\", \"tcp\" or \"http\")"),
+            ))
+        }
+    };
+    let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
+    let cfg = ProbeConfig {
+        instance: InstanceId(instance.0),
+        address,
+        check,
+        interval: dur(p.interval, d::INTERVAL),
+        timeout: dur(p.timeout, d::TIMEOUT),
+        failures: p.failures.unwrap_or(d::FAILURES),
+        stop_timeout: dur(p.stop_timeout, d::STOP_TIMEOUT),
+        start_timeout: dur(p.start_timeout, d::START_TIMEOUT),
+        grace: dur(p.grace, d::GRACE),
+        max_actions: p.max_actions.unwrap_or(d::MAX_ACTIONS),
+        window: dur(p.window, d::WINDOW),
+        enabled: p.enabled.unwrap_or(true),
+    };
+    if cfg.failures == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            key("failures"),
+            "must be at least 1",
+        ));
+    }
+    if cfg.timeout > cfg.interval {
+        return Err(ConfigError::invalid(
+            path,
+            key("timeout"),
+            format!(
+                "{} is longer than the probe interval {}",
+                humantime::format_duration(cfg.timeout),
+                humantime::format_duration(cfg.interval)
+            ),
+        ));
+    }
+    Ok(cfg)
+}
+
+pub(crate) fn parse_probe_address(a: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = a.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = a.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 22));
+    }
+    Err(format!(
+        "{a:?} is not an address such as \"203.0.113.10:22\" or \"[2001:db8::1]:22\""
+    ))
+}

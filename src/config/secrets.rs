@@ -1,0 +1,70 @@
+//! Where a secret comes from: inline, a `*_file`, a systemd credential or the environment.
+
+use std::path::Path;
+
+use super::*;
+
+pub(crate) struct SecretSpec {
+    pub key: &'static str,
+    pub inline: Option<String>,
+    pub file: Option<String>,
+    /// File name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`).
+    pub credential: &'static str,
+    pub env: &'static [&'static str],
+}
+
+/// Resolves a secret: inline, systemd credential or `*_file`, then environment variables.
+///
+/// A systemd credential of the secret's name, when present, is preferred to `*_file`: the units
+/// load the very files the shipped config names (`LoadCredential=indigo_api_key:/etc/dynwall/…`),
+/// and the service's DynamicUser can read the credential but not the root-only file itself. Run
+/// by hand (or in a container) there is no credential and `*_file` is read.
+pub(crate) fn secret(
+    path: &Path,
+    base: &Path,
+    env: &dyn Env,
+    s: SecretSpec,
+) -> Result<Secret, ConfigError> {
+    let file_key = format!("{}_file", s.key);
+    let credential = env
+        .var("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(&dir).join(s.credential))
+        .filter(|p| p.is_file());
+    let value = match (s.inline, s.file, credential) {
+        (Some(_), Some(_), _) => {
+            return Err(ConfigError::invalid(
+                path,
+                s.key,
+                format!("set either {} or {file_key}, not both", s.key),
+            ))
+        }
+        (Some(v), None, _) => v,
+        (None, _, Some(p)) => {
+            read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?
+        }
+        (None, Some(f), None) => {
+            let p = base.join(&f);
+            read_secret_file(&p).map_err(|r| ConfigError::invalid(path, file_key.clone(), r))?
+        }
+        (None, None, None) => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
+            ConfigError::invalid(
+                path,
+                s.key,
+                format!(
+                    "missing: set {} or {file_key}, or the environment variable {}",
+                    s.key,
+                    s.env.join(" or ")
+                ),
+            )
+        })?,
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(ConfigError::invalid(path, s.key, "is empty"));
+    }
+    Ok(Secret::new(value))
+}
+
+pub(crate) fn read_secret_file(p: &Path) -> Result<String, String> {
+    std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+}
