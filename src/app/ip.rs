@@ -1,0 +1,134 @@
+//! `dynwall ip`: every source's answer and the agreed address of each family.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+
+/// The family as written in the config and in `--json` (`ipv4`, `ipv6`).
+fn family_key(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    }
+}
+
+/// Prints every answer of `resolutions` as one aligned table (source, family, answer, latency,
+/// verdict), then the agreed address of each family or why there is none.
+pub(super) fn print_resolutions(out: &mut impl Write, resolutions: &[Resolution]) {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "SOURCE".into(),
+        "FAMILY".into(),
+        "ANSWER".into(),
+        "LATENCY".into(),
+        "VERDICT".into(),
+    ]];
+    for a in resolutions.iter().flat_map(|r| &r.answers) {
+        let (answer, verdict) = match &a.verdict {
+            Verdict::Accepted(ip) => (ip.to_string(), "accepted".to_string()),
+            Verdict::Rejected { addr, reason } => (addr.to_string(), format!("rejected: {reason}")),
+            Verdict::Failed(e) => ("-".to_string(), format!("failed: {e}")),
+        };
+        rows.push([
+            a.source.clone(),
+            family_key(a.family).to_string(),
+            answer,
+            format!("{} ms", a.latency.as_millis()),
+            verdict,
+        ]);
+    }
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    for [source, family, answer, latency, verdict] in &rows {
+        let _ = writeln!(
+            out,
+            "{source:<w0$}  {family:<w1$}  {answer:<w2$}  {latency:>w3$}  {verdict}"
+        );
+    }
+    let _ = writeln!(out);
+    for r in resolutions {
+        let family = family_name(r.family);
+        let _ = match &r.outcome {
+            Ok(ip) => writeln!(
+                out,
+                "{family} public address: {ip} ({} of {} sources agree, quorum {})",
+                r.agreeing(),
+                r.answers.len(),
+                r.quorum
+            ),
+            Err(e) => writeln!(out, "{family} public address: none: {e}"),
+        };
+    }
+}
+
+/// `dynwall ip`: resolves every family that has sources (all of them asked, none cut short) and
+/// prints each answer and the agreed addresses. Exit 0 when at least one family reached quorum.
+pub(super) async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let resolvers = build_resolvers(&cfg)?;
+    let resolutions: Vec<Resolution> = futures::future::join_all(
+        resolvers
+            .families()
+            .into_iter()
+            .map(|f| resolvers.resolve(f)),
+    )
+    .await;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{:#}", resolutions_json(&resolutions));
+    } else {
+        print_resolutions(&mut out, &resolutions);
+    }
+    Ok(if resolutions.iter().any(|r| r.outcome.is_ok()) {
+        Code::Ok
+    } else {
+        Code::Unavailable
+    })
+}
+
+/// The `--json` document of `dynwall ip`: `sources` (every answer), `families` (the outcome
+/// per family), and, for scripts written before IPv6 sources, `address`, `quorum` and `error` of
+/// the first family (IPv4 when it has sources).
+fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
+    let sources: Vec<_> = resolutions
+        .iter()
+        .flat_map(|r| &r.answers)
+        .map(|a| {
+            let (address, verdict, reason) = match &a.verdict {
+                Verdict::Accepted(ip) => (Some(ip.to_string()), "accepted", None),
+                Verdict::Rejected { addr, reason } => {
+                    (Some(addr.to_string()), "rejected", Some(reason.to_string()))
+                }
+                Verdict::Failed(e) => (None, "failed", Some(e.to_string())),
+            };
+            serde_json::json!({
+                "source": a.source,
+                "family": family_key(a.family),
+                "latency_ms": a.latency.as_millis() as u64,
+                "address": address,
+                "verdict": verdict,
+                "reason": reason,
+            })
+        })
+        .collect();
+    let families: Vec<_> = resolutions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "family": family_key(r.family),
+                "quorum": r.quorum,
+                "agreeing": r.agreeing(),
+                "address": r.outcome.as_ref().ok().map(|ip| ip.to_string()),
+                "error": r.outcome.as_ref().err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let first = families.first().cloned().unwrap_or_default();
+    serde_json::json!({
+        "address": first.get("address").cloned().unwrap_or_default(),
+        "quorum": first.get("quorum").cloned().unwrap_or_default(),
+        "error": first.get("error").cloned().unwrap_or_default(),
+        "families": families,
+        "sources": sources,
+    })
+}

@@ -1,0 +1,191 @@
+//! The commands: wiring config, state, provider and resolvers together for each entry point.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config, Env, ProcessEnv};
+use crate::cycle::{Engine, FirewallOutcome};
+use crate::exit::{AppError, Code};
+use crate::net::Family;
+use crate::provider::indigo::IndigoClient;
+use crate::provider::Provider;
+use crate::resolver::{family_name, Resolution, ResolverSet, Verdict};
+use crate::scheduler::{self, Rebuilt};
+use crate::state::{self, now_unix, StateStore};
+use crate::sync;
+use crate::systemd::Notifier;
+
+mod check;
+mod ip;
+mod status;
+
+use check::check;
+use ip::ip;
+use status::{healthcheck, reset, status};
+
+/// The config path: `-c`, else `$DYNWALL_CONFIG`, else the default.
+pub fn config_path(cli: &Cli, env: &dyn Env) -> PathBuf {
+    cli.config
+        .clone()
+        .or_else(|| env.var("DYNWALL_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+/// Runs the command `cli` names and returns the exit code.
+pub async fn main(cli: Cli) -> Code {
+    let path = config_path(&cli, &ProcessEnv);
+    let result = match (&cli.command, cli.once, cli.dry_run) {
+        (Some(Command::Run) | None, true, dry_run) => once(&path, dry_run).await,
+        (Some(Command::Run) | None, false, dry_run) => daemon(&path, dry_run).await,
+        (Some(_), true, _) | (Some(_), _, true) => {
+            eprintln!("dynwall: --once and --dry-run go with `run` only");
+            return Code::Usage;
+        }
+        (Some(Command::Check), ..) => check(&path).await,
+        (Some(Command::Ip { json }), ..) => ip(&path, *json).await,
+        (Some(Command::Status { json }), ..) => status(&path, *json),
+        (Some(Command::Healthcheck), ..) => healthcheck(&path),
+        (Some(Command::Reset { instance }), ..) => reset(&path, instance),
+        #[cfg(feature = "demo")]
+        (Some(Command::Demo), ..) => crate::demo::run().await,
+        #[cfg(not(feature = "demo"))]
+        (Some(Command::Demo), ..) => {
+            eprintln!("dynwall: this build has no demo (it was built without the `demo` feature)");
+            return Code::Usage;
+        }
+        (Some(Command::Completions { shell }), ..) => print(&crate::cli::completions(*shell)),
+        (Some(Command::Man), ..) => crate::cli::man_page()
+            .map_err(|e| AppError::Setup(format!("cannot render the man page: {e}")))
+            .and_then(|page| print(&page)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            e.code()
+        }
+    }
+}
+
+/// Writes generated text to stdout; a reader that went away early (`| head`) is not an error.
+fn print(bytes: &[u8]) -> Result<Code, AppError> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Ok(Code::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Code::Ok),
+        Err(e) => Err(AppError::Setup(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Builds the provider named by the config (Indigo today).
+pub fn build_provider(
+    cfg: &Config,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn Provider>, AppError> {
+    let client = IndigoClient::new(&cfg.indigo, shutdown)
+        .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?;
+    Ok(Arc::new(client))
+}
+
+fn build_resolvers(cfg: &Config) -> Result<ResolverSet, AppError> {
+    ResolverSet::from_config(&cfg.resolver)
+        .map_err(|e| AppError::Setup(format!("cannot build the IP sources: {e}")))
+}
+
+fn load(path: &Path) -> Result<Arc<Config>, AppError> {
+    Ok(Arc::new(Config::load(path, &ProcessEnv)?))
+}
+
+/// Loads everything a run needs and takes the state lock.
+fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<Engine, AppError> {
+    let cfg = load(path)?;
+    let store = StateStore::open(&cfg.daemon.state_dir)?;
+    let resolvers = build_resolvers(&cfg)?;
+    let provider = build_provider(&cfg, shutdown.clone())?;
+    Engine::new(cfg, resolvers, provider, store, dry_run)
+}
+
+async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
+    let shutdown = CancellationToken::new();
+    let reload = crate::signals::install(shutdown.clone())
+        .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let engine = prepare(path, dry_run, &shutdown)?;
+    tracing::info!(
+        config = %path.display(),
+        firewalls = engine.config.firewalls.len(),
+        interval = %humantime::format_duration(engine.config.daemon.interval),
+        dry_run,
+        "dynwall {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    let rebuild_shutdown = shutdown.clone();
+    let rebuild_path = path.to_path_buf();
+    let rebuild = move || -> Result<Rebuilt, AppError> {
+        let config = load(&rebuild_path)?;
+        Ok(Rebuilt {
+            resolvers: build_resolvers(&config)?,
+            provider: build_provider(&config, rebuild_shutdown.clone())?,
+            config,
+        })
+    };
+    scheduler::run(engine, Notifier::from_env(), shutdown, reload, rebuild).await;
+    Ok(Code::Ok)
+}
+
+async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
+    let shutdown = CancellationToken::new();
+    let _reload = crate::signals::install(shutdown.clone())
+        .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let mut engine = prepare(path, dry_run, &shutdown)?;
+    let report = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(Code::TempFail),
+        r = engine.cycle() => r,
+    };
+    let mut code = report.code();
+    if engine.has_probes() {
+        // One probe round, then keep advancing a remediation in flight within its timeouts.
+        let deadline = std::time::Instant::now() + engine.remediation_limit();
+        loop {
+            let round = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(Code::TempFail),
+                r = engine.probe_round(true) => r,
+            };
+            match round {
+                Ok(r) if r.any_given_up() => code = code.worst(Code::Failure),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("probe round: {e}");
+                    code = code.worst(e.code());
+                    break;
+                }
+            }
+            if !engine.remediation_in_flight() || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(Code::TempFail),
+                _ = tokio::time::sleep(engine.probe_pause()) => {}
+            }
+        }
+    }
+    if dry_run {
+        let mut out = std::io::stdout().lock();
+        for (i, r) in &report.firewalls {
+            let fw = &engine.config.firewalls[*i];
+            let _ = match r {
+                Ok(FirewallOutcome::WouldUpdate(lines)) => lines
+                    .iter()
+                    .try_for_each(|l| writeln!(out, "would change {l}")),
+                Ok(_) => writeln!(out, "firewall {}: in sync", fw.template),
+                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.template),
+            };
+        }
+    }
+    Ok(code)
+}

@@ -1,0 +1,176 @@
+//! `dynwall status`, `healthcheck` and `reset`: read (or flag) the persisted state, without the lock.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+
+fn ago(t: u64) -> String {
+    let secs = now_unix().saturating_sub(t);
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs))
+    )
+}
+
+pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let dir = &cfg.daemon.state_dir;
+    let st = state::read_unlocked(dir)?;
+    let mut out = std::io::stdout().lock();
+    let Some(st) = st else {
+        let _ = writeln!(
+            out,
+            "no state yet in {} (dynwall has not run)",
+            dir.display()
+        );
+        return Ok(Code::Ok);
+    };
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&st).unwrap_or_default()
+        );
+        return Ok(Code::Ok);
+    }
+    let _ = writeln!(out, "state: {}", dir.display());
+    let _ = writeln!(
+        out,
+        "public address: {}",
+        st.last_ip
+            .map_or("unknown".to_string(), |ip| ip.to_string())
+    );
+    if let Some(c) = &st.last_cycle {
+        let _ = writeln!(
+            out,
+            "last cycle: {} ({}){}",
+            if c.ok { "ok" } else { "failed" },
+            ago(c.finished_at),
+            c.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+        );
+        if let Some(s) = c.last_success_at {
+            let _ = writeln!(out, "last success: {}", ago(s));
+        }
+    }
+    let now = now_unix();
+    for p in &cfg.probes {
+        let Some(r) = st.instances.get(&p.instance.0) else {
+            let _ = writeln!(out, "instance {}: not probed yet", p.instance);
+            continue;
+        };
+        let health = match r.last_probe_ok() {
+            Some(true) => "healthy".to_string(),
+            Some(false) => format!(
+                "failing ({} in a row{})",
+                r.consecutive_failures,
+                r.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(": {e}"))
+            ),
+            None => "not probed yet".to_string(),
+        };
+        let incident = match (&r.remediation, r.given_up) {
+            (Some(rem), _) => format!(
+                "; remediating: {:?} since {}",
+                rem.step,
+                ago(rem.started_at)
+            ),
+            (None, true) => "; GIVEN UP: run `dynwall reset` once it is fixed".to_string(),
+            (None, false) if r.in_grace(now) => "; in grace after a start".to_string(),
+            (None, false) if r.last_hold.is_some() => format!(
+                "; not acting: {}",
+                r.last_hold.as_deref().unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "instance {}: {health}{incident}; budget {}/{} actions in {}",
+            p.instance,
+            r.actions_in_window(p, now),
+            p.max_actions,
+            humantime::format_duration(p.window),
+        );
+        if let Some(t) = r.actions.last() {
+            let _ = writeln!(out, "instance {}: last remediation {}", p.instance, ago(*t));
+        }
+    }
+    for fw in &cfg.firewalls {
+        let _ = match st.firewalls.get(&fw.template.0) {
+            Some(r) => writeln!(
+                out,
+                "firewall {}: {} (verified {}, last written {})",
+                fw.template,
+                sync::Home {
+                    v4: r.ip,
+                    v6: r.ip6
+                },
+                ago(r.verified_at),
+                r.updated_at.map_or("never".to_string(), ago)
+            ),
+            None => writeln!(out, "firewall {}: not synced yet", fw.template),
+        };
+    }
+    Ok(Code::Ok)
+}
+
+pub(super) fn healthcheck(path: &Path) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    let verdict = match state::read_unlocked(&cfg.daemon.state_dir) {
+        Ok(Some(st)) => match st.last_cycle {
+            Some(c) => {
+                let age = now_unix().saturating_sub(c.finished_at);
+                let limit = 3 * c.interval_secs.max(cfg.daemon.interval.as_secs()).max(1);
+                if !c.ok {
+                    Err(format!(
+                        "last cycle failed: {}",
+                        c.error.unwrap_or_default()
+                    ))
+                } else if age > limit {
+                    Err(format!("last cycle finished {age}s ago (limit {limit}s)"))
+                } else {
+                    Ok(())
+                }
+            }
+            None => Err("no cycle has finished yet".to_string()),
+        },
+        Ok(None) => Err("no cycle has finished yet".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match verdict {
+        Ok(()) => {
+            println!("healthy");
+            Ok(Code::Ok)
+        }
+        Err(why) => {
+            println!("unhealthy: {why}");
+            Ok(Code::Failure)
+        }
+    }
+}
+
+/// Leaves a reset request for `instance` in the state directory; the next probe round (of the
+/// daemon or of a `--once` run) clears the instance's budget and "given up" mark.
+pub(super) fn reset(path: &Path, instance: &str) -> Result<Code, AppError> {
+    let cfg = load(path)?;
+    if !cfg.probes.iter().any(|p| p.instance.0 == instance) {
+        eprintln!(
+            "dynwall: instance {instance} has no [[probe]] in {}",
+            path.display()
+        );
+        return Ok(Code::Usage);
+    }
+    let file = cfg
+        .daemon
+        .state_dir
+        .join(format!("{}{instance}", crate::cycle::RESET_PREFIX));
+    std::fs::write(&file, b"").map_err(|source| {
+        AppError::State(state::StateError::Io {
+            path: file.clone(),
+            source,
+        })
+    })?;
+    println!("reset of instance {instance} requested; it takes effect at the next probe round");
+    Ok(Code::Ok)
+}
