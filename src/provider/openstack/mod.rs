@@ -21,5 +21,38 @@ pub use keystone::{
     ProjectRef, TenantRef, TokenRequest, UserRef,
 };
 
+/// The item `wanted` names: the one with that id, else the only one with that name. Names are
+/// not unique in OpenStack; an ambiguous or unknown one is an error that lists the choices.
+pub(crate) fn find_by_id_or_name<'a, T>(
+    items: &'a [T],
+    wanted: &str,
+    what: &'static str,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<&'a T, OpenStackError> {
+    if let Some(item) = items.iter().find(|i| id(i) == wanted) {
+        return Ok(item);
+    }
+    let named: Vec<&T> = items.iter().filter(|i| name(i) == wanted).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let mut available: Vec<String> = items.iter().map(|i| name(i).to_string()).collect();
+            available.sort();
+            available.dedup();
+            Err(OpenStackError::NotFound {
+                what,
+                wanted: wanted.to_string(),
+                available,
+            })
+        }
+        several => Err(OpenStackError::Ambiguous {
+            what,
+            wanted: wanted.to_string(),
+            matches: several.iter().map(|i| id(i).to_string()).collect(),
+        }),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -6,7 +6,7 @@
 //! in the message); a delete answered 404 found it already gone. `409 OverQuota` is an error that
 //! must stop the change before anything is deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -102,28 +102,7 @@ pub fn find_group<'a>(
     groups: &'a [GroupSummary],
     wanted: &str,
 ) -> Result<&'a GroupSummary, OpenStackError> {
-    if let Some(g) = groups.iter().find(|g| g.id == wanted) {
-        return Ok(g);
-    }
-    let named: Vec<&GroupSummary> = groups.iter().filter(|g| g.name == wanted).collect();
-    match named.as_slice() {
-        [one] => Ok(one),
-        [] => Err(OpenStackError::NotFound {
-            what: "security group",
-            wanted: wanted.to_string(),
-            available: groups
-                .iter()
-                .map(|g| g.name.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-        }),
-        several => Err(OpenStackError::Ambiguous {
-            what: "security group",
-            wanted: wanted.to_string(),
-            matches: several.iter().map(|g| g.id.clone()).collect(),
-        }),
-    }
+    super::find_by_id_or_name(groups, wanted, "security group", |g| &g.id, |g| &g.name)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

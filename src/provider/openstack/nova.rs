@@ -244,28 +244,7 @@ pub fn parse_server(body: &[u8]) -> Result<Server, OpenStackError> {
 
 /// The server `wanted` names: the one with that id, else the only one with that name.
 pub fn find_server<'a>(servers: &'a [Server], wanted: &str) -> Result<&'a Server, OpenStackError> {
-    if let Some(s) = servers.iter().find(|s| s.id == wanted) {
-        return Ok(s);
-    }
-    let named: Vec<&Server> = servers.iter().filter(|s| s.name == wanted).collect();
-    match named.as_slice() {
-        [one] => Ok(one),
-        [] => Err(OpenStackError::NotFound {
-            what: "server",
-            wanted: wanted.to_string(),
-            available: {
-                let mut names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-                names.sort();
-                names.dedup();
-                names
-            },
-        }),
-        several => Err(OpenStackError::Ambiguous {
-            what: "server",
-            wanted: wanted.to_string(),
-            matches: several.iter().map(|s| s.id.clone()).collect(),
-        }),
-    }
+    super::find_by_id_or_name(servers, wanted, "server", |s| &s.id, |s| &s.name)
 }
 
 /// The power actions dynwall sends.
