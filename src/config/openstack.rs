@@ -247,6 +247,30 @@ impl Resolver<'_> {
                 fallback: self.lower(key).map(str::to_string),
             },
         )
+        .map_err(|e| match (e, self.lower.map(|l| &l.source)) {
+            // Missing everywhere: say where else it could go.
+            (
+                ConfigError::Invalid {
+                    path,
+                    key: dotted,
+                    reason,
+                },
+                Some(source),
+            ) if reason.starts_with("missing:") => {
+                let there = match source {
+                    ConnectionSource::CloudsYaml { cloud, .. } => {
+                        format!("the clouds.yaml or secure.yaml entry {cloud:?}")
+                    }
+                    _ => format!("$OS_{}", key.to_ascii_uppercase()),
+                };
+                ConfigError::Invalid {
+                    path,
+                    key: dotted,
+                    reason: format!("{reason}, or {there}"),
+                }
+            }
+            (e, _) => e,
+        })
     }
 }
 
@@ -420,6 +444,16 @@ pub(crate) fn openstack_from_raw(
             ),
         )
     })?;
+    if !auth_url.username().is_empty() || auth_url.password().is_some() {
+        // Not echoed: the URL holds what looks like a credential.
+        return Err(r.err(
+            "auth_url",
+            format!(
+                "carries a user name or password{}; give credentials in their own keys",
+                r.origin(&url_value)
+            ),
+        ));
+    }
     let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
 
     let method = method(&r, &auth_url)?;

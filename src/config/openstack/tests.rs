@@ -580,6 +580,11 @@ fn each_validation_error_names_its_key_and_why() {
             "unsupported scheme \"ftp\" (expected https)",
         ),
         (
+            "[openstack.home]\nauth_url = \"https://owner:pw@k.example/v3\"\n".into(),
+            "openstack.home.auth_url",
+            "carries a user name or password; give credentials in their own keys",
+        ),
+        (
             "[openstack.home]\nauth_url = \"keystone\"\n".into(),
             "openstack.home.auth_url",
             "invalid URL \"keystone\": relative URL without a base",
@@ -660,6 +665,36 @@ fn a_bad_value_from_clouds_yaml_says_where_it_came_from() {
     assert_eq!(key, "openstack.home.auth_url");
     assert!(
         reason.contains("names the vendor profile \"vexxhost\""),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_missing_secret_says_where_else_it_may_be() {
+    let d = Dir::new();
+    d.write(
+        "clouds.yaml",
+        "clouds:\n  c:\n    auth: {auth_url: 'https://k.example/v3', user_id: u, project_id: p}\n",
+    );
+    let (key, reason) = d.error("[openstack.home]\ncloud = \"c\"\n", &[]);
+    assert_eq!(key, "openstack.home.password");
+    assert!(
+        reason.ends_with(
+            "or the systemd credential openstack_home_password, or the clouds.yaml or secure.yaml \
+             entry \"c\""
+        ),
+        "{reason}"
+    );
+    let (key, reason) = d.error(
+        "[openstack.home]\n",
+        &[
+            ("OS_AUTH_URL", "https://k.example/v3"),
+            ("OS_APPLICATION_CREDENTIAL_ID", "a"),
+        ],
+    );
+    assert_eq!(key, "openstack.home.application_credential_secret");
+    assert!(
+        reason.ends_with(", or $OS_APPLICATION_CREDENTIAL_SECRET"),
         "{reason}"
     );
 }
