@@ -4,24 +4,29 @@
 //! `$CREDENTIALS_DIRECTORY`); it does so through an [`Env`] so tests never mutate the process
 //! environment. Every error names the file, the dotted key and the reason.
 
+mod clouds;
 mod firewall;
 mod indigo;
+mod openstack;
 mod probe;
 pub mod raw;
 mod resolver;
 mod secrets;
 
 pub use crate::secret::Secret;
+pub use clouds::ConnectionSource;
 pub use firewall::*;
 pub use indigo::*;
+pub use openstack::*;
 pub use probe::*;
 pub use resolver::*;
 pub(crate) use secrets::*;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::ids::CloudName;
 use crate::net::Family;
 use crate::provider::InstanceId;
 use raw::RawConfig;
@@ -98,7 +103,11 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub resolver: ResolverConfig,
-    pub indigo: IndigoConfig,
+    /// The cloud named `indigo`: the `[indigo]` table, required (as it always was) unless the
+    /// config names OpenStack clouds and has no `[indigo]` table.
+    pub indigo: Option<IndigoConfig>,
+    /// The `[openstack.NAME]` clouds.
+    pub openstack: BTreeMap<CloudName, OpenStackConfig>,
     pub firewalls: Vec<FirewallConfig>,
     pub probes: Vec<ProbeConfig>,
 }
@@ -147,7 +156,22 @@ impl Config {
             },
         };
         let resolver = resolver_from_raw(raw.resolver, path)?;
-        let indigo = indigo_from_raw(raw.indigo, path, env)?;
+        let indigo = match raw.indigo {
+            Some(table) => Some(indigo_from_raw(table, path, env)?),
+            None if raw.openstack.is_empty() => {
+                Some(indigo_from_raw(raw::RawIndigo::default(), path, env)?)
+            }
+            None => None,
+        };
+        let mut openstack = BTreeMap::new();
+        if !raw.openstack.is_empty() {
+            let cwd = std::env::current_dir().ok();
+            let search = clouds::SearchPath::standard(env, cwd.as_deref());
+            for (name, table) in raw.openstack {
+                let cloud = openstack_from_raw(&name, table, path, env, &search)?;
+                openstack.insert(cloud.name.clone(), cloud);
+            }
+        }
 
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
@@ -187,6 +211,7 @@ impl Config {
             daemon,
             resolver,
             indigo,
+            openstack,
             firewalls,
             probes,
         })

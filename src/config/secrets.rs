@@ -4,16 +4,20 @@ use std::path::Path;
 
 use super::*;
 
-pub(crate) struct SecretSpec {
-    pub key: &'static str,
+pub(crate) struct SecretSpec<'a> {
+    pub key: &'a str,
     pub inline: Option<String>,
     pub file: Option<String>,
     /// File name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`).
-    pub credential: &'static str,
-    pub env: &'static [&'static str],
+    pub credential: &'a str,
+    pub env: &'a [&'a str],
+    /// The value a lower layer holds (a clouds.yaml or secure.yaml entry, an openrc variable),
+    /// used when nothing above names the secret.
+    pub fallback: Option<String>,
 }
 
-/// Resolves a secret: inline, systemd credential or `*_file`, then environment variables.
+/// Resolves a secret: inline, systemd credential or `*_file`, then the fallback, then environment
+/// variables.
 ///
 /// A systemd credential of the secret's name, when present, is preferred to `*_file`: the units
 /// load the very files the shipped config names (`LoadCredential=indigo_api_key:/etc/dynwall/…`),
@@ -23,7 +27,7 @@ pub(crate) fn secret(
     path: &Path,
     base: &Path,
     env: &dyn Env,
-    s: SecretSpec,
+    s: SecretSpec<'_>,
 ) -> Result<Secret, ConfigError> {
     let file_key = format!("{}_file", s.key);
     let credential = env
@@ -46,17 +50,21 @@ pub(crate) fn secret(
             let p = base.join(&f);
             read_secret_file(&p).map_err(|r| ConfigError::invalid(path, file_key.clone(), r))?
         }
-        (None, None, None) => s.env.iter().find_map(|name| env.var(name)).ok_or_else(|| {
-            ConfigError::invalid(
-                path,
-                s.key,
-                format!(
-                    "missing: set {} or {file_key}, or the environment variable {}",
+        (None, None, None) => s
+            .fallback
+            .or_else(|| s.env.iter().find_map(|name| env.var(name)))
+            .ok_or_else(|| {
+                let elsewhere = if s.env.is_empty() {
+                    format!("the systemd credential {}", s.credential)
+                } else {
+                    format!("the environment variable {}", s.env.join(" or "))
+                };
+                ConfigError::invalid(
+                    path,
                     s.key,
-                    s.env.join(" or ")
-                ),
-            )
-        })?,
+                    format!("missing: set {} or {file_key}, or {elsewhere}", s.key),
+                )
+            })?,
     };
     let value = value.trim().to_string();
     if value.is_empty() {

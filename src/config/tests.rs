@@ -45,8 +45,14 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.resolver.quorum, Some(2));
     assert_eq!(cfg.resolver.sources.len(), 4);
     assert_eq!(cfg.resolver.sources, default_sources().unwrap()[..4]);
-    assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
-    assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_key.expose(),
+        "key-from-file"
+    );
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "secret-from-file"
+    );
     assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
     assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
@@ -58,7 +64,10 @@ fn defaults_fill_a_minimal_config() {
     let cfg = parse(MINIMAL).unwrap();
     assert_eq!(cfg.daemon.interval, DEFAULT_INTERVAL);
     assert_eq!(cfg.daemon.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
-    assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().endpoint.as_str(),
+        "https://api.customer.jp/"
+    );
     assert_eq!(cfg.resolver.sources, default_sources().unwrap());
     assert_eq!(cfg.resolver.quorum, None);
     let fw = &cfg.firewalls[0];
@@ -83,8 +92,11 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "seed-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "seed-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "seed-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "seed-secret"
+    );
     let cfg = Config::parse(
         text,
         p,
@@ -95,7 +107,7 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "new-key");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "new-key");
     let dbg = format!("{cfg:?}");
     assert!(
         !dbg.contains("new-key") && !dbg.contains("new-secret"),
@@ -114,8 +126,11 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "cred-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "cred-secret"
+    );
 }
 
 #[test]
@@ -135,8 +150,11 @@ fn a_systemd_credential_is_preferred_to_the_file_the_config_names() {
         &env(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "cred-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "cred-secret"
+    );
 
     // Without the credential (run by hand, or in a container) the named file is read.
     let err = Config::parse(text, p, &env(&[])).unwrap_err().to_string();
@@ -188,7 +206,10 @@ template = "7"
 instances = []
 "#;
     let cfg = parse(text).unwrap();
-    assert_eq!(cfg.indigo.endpoint.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().endpoint.as_str(),
+        "http://127.0.0.1:8080/"
+    );
     assert_eq!(
         cfg.resolver.sources[1],
         SourceConfig {
