@@ -11,6 +11,7 @@
 mod echo;
 mod indigo;
 mod server;
+mod ssh;
 
 pub use echo::{IpEcho, DEFAULT_IP};
 pub use indigo::{

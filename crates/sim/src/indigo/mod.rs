@@ -31,8 +31,8 @@
 //! (I20010–I20012), the business error codes F60010–F60015, I10001, I10002, I10020, I10030 and
 //! S10001, and the answer to an injected 4xx (I10037 "License Failed To Update.").
 
+mod firewall;
 mod routes;
-mod ssh;
 mod state;
 mod wire;
 
@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::server::Server;
+use super::ssh;
 use state::{Fault, State};
 
 /// One firewall rule as the simulator stores it (the four strings of the wire format).
@@ -576,7 +577,12 @@ impl SimBuilder {
         let state = Arc::new(Mutex::new(State::from_builder(self)?));
         let shared = Arc::clone(&state);
         let server = Server::start(move |req| routes::handle(Arc::clone(&shared), req)).await?;
-        let ssh = ssh::start_endpoints(&state, &ssh_ids).await?;
+        let judged = Arc::clone(&state);
+        let ssh = ssh::start_endpoints(ssh_ids, move |id: &u64| {
+            let mut st = judged.lock().unwrap_or_else(|e| e.into_inner());
+            firewall::accept(&mut st, *id, Instant::now())
+        })
+        .await?;
         Ok(IndigoSim { server, ssh, state })
     }
 }
