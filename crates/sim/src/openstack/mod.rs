@@ -388,7 +388,7 @@ impl OpenStackSim {
         self.with_server(server, |s| s.stop_hangs = hangs)
     }
 
-    /// Locks a server: every action is 409 "Instance <id> is locked".
+    /// Locks a server: every action is 409 `Instance <id> is locked`.
     pub fn set_locked(&self, server: &str, locked: bool) -> bool {
         self.with_server(server, |s| s.locked = locked)
     }
