@@ -11,6 +11,8 @@
 //! - [`OpenStackSim`] ([`openstack`]): Keystone v3 or v2.0, Neutron security groups and Nova
 //!   servers, with the real server-side rules, error bodies, asynchronous power tasks and fault
 //!   injection.
+//! - [`SaltSim`] ([`salt`]): VMware's Salt cloud API (CSP token exchange, Tornado XSRF, login,
+//!   the RPC bridge running saved jobs) whose jobs can cure a simulated machine through a callback.
 //! - [`IpEcho`]: a public-IP echo service whose answer, status and latency can be changed live.
 //!
 //! The cloud simulators give every machine a fake SSH endpoint on its own loopback port, which
@@ -24,6 +26,7 @@ mod echo;
 mod ids;
 mod indigo;
 pub mod openstack;
+pub mod salt;
 mod server;
 mod ssh;
 
@@ -33,3 +36,4 @@ pub use indigo::{
     SimTemplate,
 };
 pub use openstack::OpenStackSim;
+pub use salt::SaltSim;

@@ -224,6 +224,47 @@ pub(crate) fn epoch_ms(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
+/// Splits a query string into decoded `(key, value)` pairs (`+` is a space, `%XX` a byte).
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
 /// A UTC wall-clock time broken into its calendar fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Civil {
@@ -318,5 +359,24 @@ mod tests {
         assert_eq!(format_datetime(t), "2018-11-14 10:35:33");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(format_datetime(leap), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn queries_decode() {
+        assert_eq!(
+            query_pairs("name=ssh+from%20home&fields=id&fields=name&flag"),
+            vec![
+                ("name".to_owned(), "ssh from home".to_owned()),
+                ("fields".to_owned(), "id".to_owned()),
+                ("fields".to_owned(), "name".to_owned()),
+                ("flag".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(query_pairs(""), vec![]);
+        assert_eq!(
+            query_pairs("a=%zz%4"),
+            vec![("a".to_owned(), "%zz%4".to_owned())]
+        );
+        assert_eq!(query_pairs("a=%41"), vec![("a".to_owned(), "A".to_owned())]);
     }
 }

@@ -12,7 +12,7 @@ use super::model::{Fault, Op, Request, Service};
 use super::state::{Listener, World};
 use super::{keystone, neutron, nova};
 use crate::ids::request_id;
-use crate::server::{respond, set_header, Body, Reply, SimRequest};
+use crate::server::{query_pairs, respond, set_header, Body, Reply, SimRequest};
 
 /// An answer before the common headers are added.
 pub(crate) struct Answer {
@@ -248,69 +248,4 @@ fn render(service: Service, answer: Answer, rid: &str) -> Response<Body> {
         set_header(&mut resp, name, &value);
     }
     resp
-}
-
-/// Splits a query string into decoded `(key, value)` pairs (`+` is a space, `%XX` a byte).
-pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes.get(i..i + 3) {
-            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match (escaped, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, b) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_decode() {
-        assert_eq!(
-            query_pairs("name=ssh+from%20home&fields=id&fields=name&flag"),
-            vec![
-                ("name".to_owned(), "ssh from home".to_owned()),
-                ("fields".to_owned(), "id".to_owned()),
-                ("fields".to_owned(), "name".to_owned()),
-                ("flag".to_owned(), String::new()),
-            ]
-        );
-        assert_eq!(query_pairs(""), vec![]);
-        assert_eq!(
-            query_pairs("a=%zz%4"),
-            vec![("a".to_owned(), "%zz%4".to_owned())]
-        );
-        assert_eq!(query_pairs("a=%41"), vec![("a".to_owned(), "A".to_owned())]);
-    }
 }
