@@ -23,12 +23,16 @@
 #![forbid(unsafe_code)]
 
 mod echo;
+mod faults;
 mod ids;
 mod indigo;
+mod lease;
 pub mod openstack;
 pub mod salt;
 mod server;
 mod ssh;
+#[cfg(test)]
+mod testing;
 
 pub use echo::{IpEcho, DEFAULT_IP};
 pub use indigo::{

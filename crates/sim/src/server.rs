@@ -201,6 +201,19 @@ where
     .await
 }
 
+/// Request headers as `(lowercased name, value)` pairs in arrival order, for request logs.
+pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Builds a response; an out-of-range status becomes 500.
 pub(crate) fn respond(status: u16, content_type: &str, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use super::server::Server;
 use super::ssh;
-use state::{Fault, State};
+use state::State;
 
 /// One firewall rule as the simulator stores it (the four strings of the wire format).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -387,17 +387,13 @@ impl IndigoSim {
     /// body for 5xx/401/429, an I10037 business error for other 4xx). Replaces a pending global
     /// fault; `n == 0` clears it.
     pub fn fail_next(&self, n: usize, status: u16) {
-        self.lock().fail_any = Fault::new(n, status);
+        self.lock().faults.set_any(n, status);
     }
 
     /// The next `n` requests to `ep` (the token endpoint included) answer `status`; checked before
     /// the global [`IndigoSim::fail_next`] fault.
     pub fn fail_next_on(&self, ep: Endpoint, n: usize, status: u16) {
-        let mut st = self.lock();
-        match Fault::new(n, status) {
-            Some(f) => st.fail_on.insert(ep, f),
-            None => st.fail_on.remove(&ep),
-        };
+        self.lock().faults.set(ep, n, status);
     }
 
     /// The next `n` successful answers of `ep` are cut in half (no longer valid JSON) while

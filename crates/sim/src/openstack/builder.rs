@@ -12,6 +12,7 @@ use super::state::{
     resolve, Account, AppCred, CatalogEntry, Config, GroupRec, Listener, RuleRec, World,
 };
 use super::{http, keystone, OpenStackSim};
+use crate::faults::Faults;
 use crate::ids::{hex32, uuid4};
 use crate::server::Server;
 use crate::ssh;
@@ -412,8 +413,7 @@ impl OpenStackBuilder {
             servers,
             client_ip: None,
             ssh_conns: HashMap::new(),
-            faults: HashMap::new(),
-            fault_any: None,
+            faults: Faults::new(),
             delay: Duration::ZERO,
             log: Vec::new(),
             actions: Vec::new(),

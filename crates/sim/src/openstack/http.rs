@@ -12,7 +12,7 @@ use super::model::{Fault, Op, Request, Service};
 use super::state::{Listener, World};
 use super::{keystone, neutron, nova};
 use crate::ids::request_id;
-use crate::server::{query_pairs, respond, set_header, Body, Reply, SimRequest};
+use crate::server::{header_list, query_pairs, respond, set_header, Body, Reply, SimRequest};
 
 /// An answer before the common headers are added.
 pub(crate) struct Answer {
@@ -205,16 +205,7 @@ fn injected(service: Service, status: u16) -> Answer {
 
 fn log(w: &mut World, ctx: &Ctx<'_>, op: Op, status: Option<u16>) {
     let req = ctx.req;
-    let headers = req
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(&req.headers);
     w.log.push(Request {
         service: ctx.listener.service,
         region: ctx.listener.region.clone(),

@@ -10,6 +10,7 @@ use super::http::{Answer, Ctx};
 use super::model::{IdentityApi, Interface, Op, Service};
 use super::state::{TokenRec, World};
 use crate::ids::urlsafe;
+use crate::lease::Lease;
 use crate::server::iso_seconds;
 
 /// What Keystone appends to a 400 message.
@@ -57,7 +58,15 @@ fn bad_request(message: &str) -> Answer {
 
 /// Keystone's own 401, pointing at itself.
 fn unauthorized(w: &World) -> Answer {
-    error(401, "The request you have made requires authentication.").with_header(
+    challenge(
+        w,
+        error(401, "The request you have made requires authentication."),
+    )
+}
+
+/// Adds the `WWW-Authenticate` header Keystone puts on its 401s.
+fn challenge(w: &World, answer: Answer) -> Answer {
+    answer.with_header(
         "www-authenticate",
         format!("Keystone uri=\"{}\"", www_authenticate_uri(w)),
     )
@@ -149,10 +158,8 @@ fn issue_v3(w: &mut World, ctx: &Ctx<'_>) -> Answer {
     };
     let token = urlsafe("gAAAAAB", 176);
     let rec = TokenRec {
-        issued: ctx.now,
+        lease: Lease::new(ctx.now, w.cfg.token_lifetime),
         issued_wall: SystemTime::now(),
-        lifetime: w.cfg.token_lifetime,
-        revoked: false,
         scoped: true,
         app_cred: grant.app_cred.as_ref().map(|(id, _)| id.clone()),
         audit_id: urlsafe("", 22),
@@ -177,22 +184,31 @@ fn domain_matches(w: &World, domain: Option<&Value>) -> bool {
         && domain.is_some_and(|d| d.get("id").is_some() || d.get("name").is_some())
 }
 
+/// Whether a `{"id"}` or `{"name", "domain"}` reference names the account's `id` or `name` in
+/// its domain; a name without a domain is Keystone's 400.
+fn refers_to(w: &World, r: &Value, kind: &str, id: &str, name: &str) -> Result<bool, Answer> {
+    match (text(Some(r), "id"), text(Some(r), "name")) {
+        (Some(given), _) => Ok(given == id),
+        (None, Some(given)) => {
+            if r.get("domain").is_none() {
+                return Err(bad_request(&format!("Expecting to find domain in {kind}.")));
+            }
+            Ok(given == name && domain_matches(w, r.get("domain")))
+        }
+        (None, None) => Err(bad_request(&format!(
+            "Expecting to find id or name in {kind}."
+        ))),
+    }
+}
+
 fn password(w: &World, identity: &Value, scope: Option<&Value>) -> Result<Grant, Answer> {
     let user = identity.get("password").and_then(|p| p.get("user"));
     let Some(user) = user.filter(|u| u.is_object()) else {
         return Err(bad_request("Expecting to find user in password."));
     };
-    let who_ok = match (text(Some(user), "id"), text(Some(user), "name")) {
-        (Some(id), _) => id == w.account.user_id,
-        (None, Some(name)) => {
-            if user.get("domain").is_none() {
-                return Err(bad_request("Expecting to find domain in user."));
-            }
-            name == w.account.user_name && domain_matches(w, user.get("domain"))
-        }
-        (None, None) => return Err(bad_request("Expecting to find id or name in user.")),
-    };
-    let password_ok = text(Some(user), "password") == Some(w.account.password.as_str());
+    let a = &w.account;
+    let who_ok = refers_to(w, user, "user", &a.user_id, &a.user_name)?;
+    let password_ok = text(Some(user), "password") == Some(a.password.as_str());
     if !who_ok || !password_ok {
         return Err(unauthorized(w));
     }
@@ -202,17 +218,7 @@ fn password(w: &World, identity: &Value, scope: Option<&Value>) -> Result<Grant,
         let Some(project) = project else {
             return Err(unauthorized(w));
         };
-        let ok = match (text(Some(project), "id"), text(Some(project), "name")) {
-            (Some(id), _) => id == w.account.project_id,
-            (None, Some(name)) => {
-                if project.get("domain").is_none() {
-                    return Err(bad_request("Expecting to find domain in project."));
-                }
-                name == w.account.project_name && domain_matches(w, project.get("domain"))
-            }
-            (None, None) => false,
-        };
-        if !ok {
+        if !refers_to(w, project, "project", &a.project_id, &a.project_name)? {
             return Err(unauthorized(w));
         }
     }
@@ -247,15 +253,10 @@ fn application_credential(
                     "Expecting to find user in application credential.",
                 ));
             };
-            let user_ok = match (text(Some(user), "id"), text(Some(user), "name")) {
-                (Some(id), _) => (id == w.account.user_id).then_some(()).ok_or(id),
-                (None, Some(n)) => (n == w.account.user_name
-                    && domain_matches(w, user.get("domain")))
-                .then_some(())
-                .ok_or(n),
-                (None, None) => Err(""),
-            };
-            if let Err(who) = user_ok {
+            let a = &w.account;
+            if !refers_to(w, user, "user", &a.user_id, &a.user_name)? {
+                let who = text(Some(user), "id").or(text(Some(user), "name"));
+                let who = who.unwrap_or_default();
                 return Err(error(404, &format!("Could not find user: {who}.")));
             }
             w.account
@@ -280,10 +281,7 @@ fn application_credential(
         let body = json!({"error": {"code": 401, "identity": {}, "title": "Unauthorized",
             "message": "Error authenticating with application credential: Application \
                         credentials cannot request a scope."}});
-        return Err(Answer::json(401, &body).with_header(
-            "www-authenticate",
-            format!("Keystone uri=\"{}\"", www_authenticate_uri(w)),
-        ));
+        return Err(challenge(w, Answer::json(401, &body)));
     }
     if cred.secret != secret {
         return Err(unauthorized(w));
@@ -365,7 +363,7 @@ fn validate(w: &mut World, ctx: &Ctx<'_>, op: Op) -> Answer {
     }
     if op == Op::RevokeToken {
         if let Some(rec) = w.tokens.get_mut(&subject) {
-            rec.revoked = true;
+            rec.lease.revoked = true;
         }
         return Answer::empty(204);
     }
@@ -419,20 +417,18 @@ fn issue_v2(w: &mut World, ctx: &Ctx<'_>) -> Answer {
         }
     };
     if !by_password {
-        return v2_unauthorized(w);
+        return unauthorized(w);
     }
     let scoped = match (text(Some(auth), "tenantId"), text(Some(auth), "tenantName")) {
         (Some(id), _) if id == w.account.project_id => true,
         (None, Some(name)) if name == w.account.project_name => true,
         (None, None) => false,
-        _ => return v2_unauthorized(w),
+        _ => return unauthorized(w),
     };
     let token = urlsafe("gAAAAAB", 176);
     let rec = TokenRec {
-        issued: ctx.now,
+        lease: Lease::new(ctx.now, w.cfg.token_lifetime),
         issued_wall: SystemTime::now(),
-        lifetime: w.cfg.token_lifetime,
-        revoked: false,
         scoped,
         app_cred: None,
         audit_id: urlsafe("", 22),
@@ -441,13 +437,6 @@ fn issue_v2(w: &mut World, ctx: &Ctx<'_>) -> Answer {
     w.tokens.insert(token, rec);
     w.tokens_issued += 1;
     Answer::json(200, &json!({ "access": access }))
-}
-
-fn v2_unauthorized(w: &World) -> Answer {
-    error(401, "The request you have made requires authentication.").with_header(
-        "www-authenticate",
-        format!("Keystone uri=\"{}\"", w.identity_base),
-    )
 }
 
 fn access_v2(w: &World, rec: &TokenRec, id: &str) -> Value {

@@ -105,7 +105,7 @@ pub use model::{
 };
 
 use crate::server::Server as Listening;
-use state::{GroupRec, Pending, RuleRec, World};
+use state::{GroupRec, RuleRec, World};
 
 /// A running OpenStack simulator. Dropping it (or [`OpenStackSim::shutdown`]) stops every
 /// listener and SSH endpoint.
@@ -188,7 +188,7 @@ impl OpenStackSim {
     /// Revokes every token issued so far: the services answer 401 from now on.
     pub fn revoke_tokens(&self) {
         for t in self.lock().tokens.values_mut() {
-            t.revoked = true;
+            t.lease.revoked = true;
         }
     }
 
@@ -196,7 +196,7 @@ impl OpenStackSim {
     pub fn revoke_token(&self, token: &str) -> bool {
         match self.lock().tokens.get_mut(token) {
             Some(t) => {
-                t.revoked = true;
+                t.lease.revoked = true;
                 true
             }
             None => false,
@@ -214,7 +214,7 @@ impl OpenStackSim {
         }
         for t in w.tokens.values_mut() {
             if t.app_cred.as_deref() == Some(id) {
-                t.revoked = true;
+                t.lease.revoked = true;
             }
         }
         true
@@ -461,26 +461,12 @@ impl OpenStackSim {
     /// `fault`; checked before [`OpenStackSim::inject_any`]. Replaces a pending fault of `op`;
     /// `n == 0` clears it. Requests refused by the token check do not consume it.
     pub fn inject(&self, op: Op, n: usize, fault: Fault) {
-        let mut w = self.lock();
-        if n == 0 {
-            w.faults.remove(&op);
-        } else {
-            w.faults.insert(
-                op,
-                Pending {
-                    remaining: n,
-                    fault,
-                },
-            );
-        }
+        self.lock().faults.set(op, n, fault);
     }
 
     /// The next `n` requests of any operation but [`Op::Token`] get `fault`. `n == 0` clears it.
     pub fn inject_any(&self, n: usize, fault: Fault) {
-        self.lock().fault_any = (n > 0).then_some(Pending {
-            remaining: n,
-            fault,
-        });
+        self.lock().faults.set_any(n, fault);
     }
 
     /// Delays every answer by `d` (a slow cloud). Zero turns it off.

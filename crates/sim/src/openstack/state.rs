@@ -9,6 +9,8 @@ use tokio::time::Instant;
 use super::model::{Fault, GroupRule, IdentityApi, Interface, Op, Request, Service};
 use super::rules::{self, DuplicateKey, NeutronError};
 use super::servers::{ServerRec, Timing};
+use crate::faults::Faults;
+use crate::lease::Lease;
 
 /// An application credential Keystone knows.
 #[derive(Clone, Debug)]
@@ -42,10 +44,8 @@ pub(crate) struct Config {
 
 /// An issued token.
 pub(crate) struct TokenRec {
-    pub issued: Instant,
+    pub lease: Lease,
     pub issued_wall: SystemTime,
-    pub lifetime: Duration,
-    pub revoked: bool,
     /// Scoped to the project (unscoped v2.0 tokens cannot use the services).
     pub scoped: bool,
     /// The application credential it came from.
@@ -55,16 +55,12 @@ pub(crate) struct TokenRec {
 
 impl TokenRec {
     pub(crate) fn valid(&self, now: Instant) -> bool {
-        !self.revoked
-            && self
-                .issued
-                .checked_add(self.lifetime)
-                .is_none_or(|end| now < end)
+        self.lease.valid(now)
     }
 
     pub(crate) fn expires_wall(&self) -> SystemTime {
         self.issued_wall
-            .checked_add(self.lifetime)
+            .checked_add(self.lease.lifetime)
             .unwrap_or(self.issued_wall)
     }
 }
@@ -85,13 +81,6 @@ pub(crate) struct GroupRec {
     pub created: SystemTime,
     pub updated: SystemTime,
     pub standard_attr_id: u64,
-}
-
-/// A pending injected fault.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pending {
-    pub remaining: usize,
-    pub fault: Fault,
 }
 
 /// One listener's place in the catalog.
@@ -126,8 +115,7 @@ pub(crate) struct World {
     pub servers: BTreeMap<String, ServerRec>,
     pub client_ip: Option<String>,
     pub ssh_conns: HashMap<String, usize>,
-    pub faults: HashMap<Op, Pending>,
-    pub fault_any: Option<Pending>,
+    pub faults: Faults<Op, Fault>,
     pub delay: Duration,
     pub log: Vec<Request>,
     pub actions: Vec<(String, String)>,
@@ -138,24 +126,7 @@ impl World {
     /// Takes one unit of the fault pending for `op`, the op's own first; token requests only
     /// get faults injected on [`Op::Token`] itself.
     pub(crate) fn take_fault(&mut self, op: Op) -> Option<Fault> {
-        if let Some(p) = self.faults.get_mut(&op) {
-            let fault = p.fault;
-            p.remaining -= 1;
-            if p.remaining == 0 {
-                self.faults.remove(&op);
-            }
-            return Some(fault);
-        }
-        if op == Op::Token {
-            return None;
-        }
-        let p = self.fault_any.as_mut()?;
-        let fault = p.fault;
-        p.remaining -= 1;
-        if p.remaining == 0 {
-            self.fault_any = None;
-        }
-        Some(fault)
+        self.faults.take(&op, op != Op::Token)
     }
 
     /// The token in `header`, when it is known and still valid.

@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::faults::Faults;
 use crate::server::Server;
 use state::{Config, FixHook, SavedJob, State};
 
@@ -222,12 +223,7 @@ impl SaltSim {
     /// listener a JSON error) and take no effect. `n == 0` clears it. XSRF and authentication
     /// are checked first.
     pub fn fail_next(&self, op: SaltOp, n: usize, status: u16) {
-        let mut st = self.lock();
-        if n == 0 {
-            st.faults.remove(&op);
-        } else {
-            st.faults.insert(op, (n, status));
-        }
+        self.lock().faults.set(op, n, status);
     }
 
     /// Delays every answer by `d`. Zero turns it off.
@@ -427,7 +423,7 @@ impl SaltBuilder {
             last_jid: String::new(),
             riq: 0,
             ad_hoc_refused: 0,
-            faults: HashMap::new(),
+            faults: Faults::new(),
             delay: Duration::ZERO,
             log: Vec::new(),
         }));

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::{snapshot, Run, State};
 use super::{lock, JobEffect, JobState, SaltHost, SaltOp, SaltRequest};
 use crate::ids::{hex32, urlsafe, uuid4};
-use crate::server::{iso_micros, query_pairs, respond, set_header, Body, SimRequest};
+use crate::server::{header_list, iso_micros, query_pairs, respond, set_header, Body, SimRequest};
 
 const AUTHORIZE: &str = "/csp/gateway/am/api/auth/api-tokens/authorize";
 
@@ -82,16 +82,7 @@ fn log(
     calls: Vec<String>,
     now: Instant,
 ) {
-    let headers = req
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(&req.headers);
     st.log.push(SaltRequest {
         host,
         op,

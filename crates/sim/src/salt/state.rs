@@ -8,27 +8,12 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::{JobEffect, JobRun, JobState, SaltOp, SaltRequest};
+use crate::faults::Faults;
+use crate::lease::Lease;
 use crate::server::Civil;
 
 /// What the test runs when a job that fixes things completes.
 pub(crate) type FixHook = Arc<dyn Fn(&JobRun) + Send + Sync>;
-
-/// A short-lived credential: a CSP access token, or an on-premises session (JWT or cookie).
-pub(crate) struct Credential {
-    pub issued: Instant,
-    pub lifetime: Duration,
-    pub revoked: bool,
-}
-
-impl Credential {
-    pub(crate) fn valid(&self, now: Instant) -> bool {
-        !self.revoked
-            && self
-                .issued
-                .checked_add(self.lifetime)
-                .is_none_or(|end| now < end)
-    }
-}
 
 pub(crate) struct Run {
     pub job_uuid: String,
@@ -68,7 +53,7 @@ pub(crate) struct State {
     pub effect: JobEffect,
     pub on_fix: Option<FixHook>,
     /// CSP access tokens, JWTs and session cookies, all by their text.
-    pub credentials: HashMap<String, Credential>,
+    pub credentials: HashMap<String, Lease>,
     pub access_tokens_issued: usize,
     /// Every secret handed out (access tokens, JWTs, session ids, XSRF tokens).
     pub secrets: Vec<String>,
@@ -76,7 +61,7 @@ pub(crate) struct State {
     pub last_jid: String,
     pub riq: u64,
     pub ad_hoc_refused: usize,
-    pub faults: HashMap<SaltOp, (usize, u16)>,
+    pub faults: Faults<SaltOp, u16>,
     pub delay: Duration,
     pub log: Vec<SaltRequest>,
 }
@@ -84,25 +69,13 @@ pub(crate) struct State {
 impl State {
     /// Takes one unit of the fault pending for `op`.
     pub(crate) fn take_fault(&mut self, op: SaltOp) -> Option<u16> {
-        let (remaining, status) = self.faults.get_mut(&op)?;
-        let status = *status;
-        *remaining -= 1;
-        if *remaining == 0 {
-            self.faults.remove(&op);
-        }
-        Some(status)
+        self.faults.take(&op, false)
     }
 
     /// Records a credential and returns its text.
     pub(crate) fn grant(&mut self, text: String, lifetime: Duration, now: Instant) -> String {
-        self.credentials.insert(
-            text.clone(),
-            Credential {
-                issued: now,
-                lifetime,
-                revoked: false,
-            },
-        );
+        self.credentials
+            .insert(text.clone(), Lease::new(now, lifetime));
         self.secrets.push(text.clone());
         text
     }

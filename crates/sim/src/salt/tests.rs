@@ -4,18 +4,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::testing::{client, send, Resp};
 
 const JOB: &str = "5c5cc410-4f9f-11e6-88bc-080027a7289c";
 const TARGET: &str = "89db0f82-4f9f-11e6-88bc-080027a7289c";
 const FORBIDDEN: &str = "<html><title>403: Forbidden</title><body>403: Forbidden</body></html>";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 fn salt() -> SaltBuilder {
     SaltSim::builder()
@@ -24,40 +20,15 @@ fn salt() -> SaltBuilder {
         .target(TARGET, "vps1", "vps1")
 }
 
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The value `Set-Cookie` gives cookie `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next()?.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Resp {
-    let resp = req.send().await.unwrap();
-    Resp {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        text: resp.text().await.unwrap(),
-    }
+/// The value a `Set-Cookie` of the answer gives cookie `name`.
+fn set_cookie(r: &Resp, name: &str) -> Option<String> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
 }
 
 /// A client session: the XSRF pair and how it authenticates.
@@ -86,7 +57,7 @@ impl<'a> Session<'a> {
         assert_eq!(r.status, 200, "{}", r.text);
         let access = r.json()["access_token"].as_str().unwrap().to_owned();
         let page = send(http.get(format!("{}/account/login", sim.url()))).await;
-        let xsrf = page.cookie("_xsrf").unwrap();
+        let xsrf = set_cookie(&page, "_xsrf").unwrap();
         Session {
             sim,
             http,
@@ -197,15 +168,22 @@ async fn rpc_needs_the_xsrf_pair_then_a_live_token() {
         .unwrap();
     let s = Session::cloud(&sim).await;
     let page = send(s.http.get(format!("{}/account/login/", sim.url()))).await;
-    assert_eq!(page.header("x-xsrftoken"), page.cookie("_xsrf").as_deref());
-    assert!(page.cookie("_xsrf").unwrap().starts_with("2|"));
+    assert_eq!(
+        page.header("x-xsrftoken"),
+        set_cookie(&page, "_xsrf").as_deref()
+    );
+    assert!(set_cookie(&page, "_xsrf").unwrap().starts_with("2|"));
     let kept = send(
         s.http
             .get(format!("{}/account/login", sim.url()))
             .header("Cookie", format!("_xsrf={}", s.xsrf)),
     )
     .await;
-    assert_eq!(kept.cookie("_xsrf"), None, "an existing cookie is kept");
+    assert_eq!(
+        set_cookie(&kept, "_xsrf"),
+        None,
+        "an existing cookie is kept"
+    );
     assert_eq!(kept.header("x-xsrftoken"), Some(s.xsrf.as_str()));
 
     let body = json!({"resource": "job", "method": "get_jobs", "kwarg": {}, "args": []});
@@ -256,10 +234,10 @@ async fn rpc_needs_the_xsrf_pair_then_a_live_token() {
     assert_eq!(login.status, 200);
     assert_eq!(
         login.header("x-xsrftoken"),
-        login.cookie("_xsrf").as_deref()
+        set_cookie(&login, "_xsrf").as_deref()
     );
     assert_ne!(
-        login.cookie("_xsrf").unwrap(),
+        set_cookie(&login, "_xsrf").unwrap(),
         s.xsrf,
         "a login rotates the cookie"
     );
@@ -293,7 +271,7 @@ async fn on_premises_login_with_xsrf() {
         .unwrap();
     let http = client();
     let login = format!("{}/account/login", sim.url());
-    let xsrf = send(http.get(&login)).await.cookie("_xsrf").unwrap();
+    let xsrf = set_cookie(&send(http.get(&login)).await, "_xsrf").unwrap();
     let creds = json!({"username": "admin", "password": "pw", "config_name": "internal"});
     let r = send(http.post(&login).json(&creds)).await;
     assert_eq!((r.status, r.text.as_str()), (403, FORBIDDEN));
@@ -311,54 +289,28 @@ async fn on_premises_login_with_xsrf() {
     let r = send(pair(http.post(&login), &xsrf).json(&creds)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let jwt = r.json()["jwt"].as_str().unwrap().to_owned();
-    let session = r.cookie("_session_id").unwrap();
-    let rotated = r.cookie("_xsrf").unwrap();
+    let session = set_cookie(&r, "_session_id").unwrap();
+    let rotated = set_cookie(&r, "_xsrf").unwrap();
     assert_ne!(rotated, xsrf);
 
-    let s = Session {
-        sim: &sim,
-        http: client(),
-        xsrf: rotated.clone(),
-        auth: None,
-        cookies: vec![format!("_session_id={session}")],
-    };
-    assert_eq!(
-        s.rpc(json!({"resource": "job", "method": "get_jobs"}))
-            .await
-            .status,
-        200
-    );
-    let s = Session {
-        auth: Some(format!("JWT {jwt}")),
-        cookies: Vec::new(),
-        ..s
-    };
-    assert_eq!(
-        s.rpc(json!({"resource": "job", "method": "get_jobs"}))
-            .await
-            .status,
-        200
-    );
-    let s = Session {
-        auth: Some("Basic YWRtaW46cHc=".to_owned()),
-        ..s
-    };
-    assert_eq!(
-        s.rpc(json!({"resource": "job", "method": "get_jobs"}))
-            .await
-            .status,
-        200
-    );
-    let s = Session {
-        auth: Some("Basic YWRtaW46eA==".to_owned()),
-        ..s
-    };
-    assert_eq!(
-        s.rpc(json!({"resource": "job", "method": "get_jobs"}))
-            .await
-            .status,
-        401
-    );
+    let get_jobs = json!({"resource": "job", "method": "get_jobs"});
+    let session_cookie = vec![format!("_session_id={session}")];
+    for (auth, cookies, want) in [
+        (None, session_cookie, 200),
+        (Some(format!("JWT {jwt}")), Vec::new(), 200),
+        (Some("Basic YWRtaW46cHc=".to_owned()), Vec::new(), 200),
+        (Some("Basic YWRtaW46eA==".to_owned()), Vec::new(), 401),
+        (None, Vec::new(), 401),
+    ] {
+        let s = Session {
+            sim: &sim,
+            http: client(),
+            xsrf: rotated.clone(),
+            auth: auth.clone(),
+            cookies,
+        };
+        assert_eq!(s.rpc(get_jobs.clone()).await.status, want, "{auth:?}");
+    }
     let secrets = sim.issued_secrets();
     for secret in [&jwt, &session, &rotated, &xsrf] {
         assert!(secrets.contains(secret));

@@ -15,7 +15,7 @@ async fn injected_statuses_change_nothing() {
     cloud.sim.inject(Op::CreateRule, 1, Fault::Status(500));
     let r = cloud.create_rule(ssh_rule(&sg.id, "198.51.100.7/32")).await;
     assert_eq!(r.status, 500);
-    assert_eq!(r.neutron_type(), "HTTPError");
+    assert_eq!(neutron_type(&r), "HTTPError");
     assert_eq!(cloud.sim.rule_count(), before);
     assert_eq!(
         cloud

@@ -8,43 +8,23 @@ mod ssh;
 
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::testing::{client, send, Resp};
 
 const HOME: &str = "220.146.61.235";
 const PROJECT: &str = "1bb16d6e348647c5b2a6d6c8e21258fc";
 const USER: &str = "53416cb05df14706abfc9f54de8dea6e";
 const TASK_NEVER: Duration = Duration::from_secs(3600);
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-struct Resp {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// `NeutronError.type`, `error.message` or the first key of a Nova fault.
-    fn neutron_type(&self) -> String {
-        self.json()["NeutronError"]["type"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    }
+/// `NeutronError.type` of an answer.
+fn neutron_type(r: &Resp) -> String {
+    r.json()["NeutronError"]["type"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The `default` group, one `ssh-from-home` group admitting [`HOME`] and one server in it.
@@ -128,12 +108,7 @@ impl Cloud {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.unwrap();
-        Resp {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            text: resp.text().await.unwrap(),
-        }
+        send(req).await
     }
 
     /// Neutron's public URL in RegionOne, without the trailing slash.

@@ -77,7 +77,7 @@ async fn groups_list_with_filters_and_repeated_names() {
         .get(&format!("{groups}/00000000-0000-0000-0000-000000000000"))
         .await;
     assert_eq!(
-        (r.status, r.neutron_type().as_str()),
+        (r.status, neutron_type(&r).as_str()),
         (404, "SecurityGroupNotFound")
     );
 }
@@ -211,7 +211,7 @@ async fn rule_create_normalises_and_finds_duplicates() {
     ] {
         let r = cloud.create_rule(body).await;
         assert_eq!(r.status, status, "{kind}: {}", r.text);
-        assert_eq!(r.neutron_type(), kind);
+        assert_eq!(neutron_type(&r), kind);
         assert_eq!(r.json()["NeutronError"]["message"], message);
     }
     let stored = cloud.sim.group(&sg.id).unwrap();

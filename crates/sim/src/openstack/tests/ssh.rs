@@ -1,44 +1,12 @@
 //! The fake sshd of each server: gated by the server's state, its guest and its security groups.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use super::*;
-
-/// What an SSH endpoint did with one connection.
-#[derive(Debug, PartialEq, Eq)]
-enum Greeted {
-    Banner,
-    Closed,
-    Silent,
-}
-
-/// How long a silent endpoint is given to say something.
-const SILENCE: Duration = Duration::from_millis(200);
-
-async fn greet(addr: SocketAddr) -> Greeted {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        match tokio::time::timeout(SILENCE, stream.read(&mut buf)).await {
-            Err(_) if got.is_empty() => return Greeted::Silent,
-            Err(_) => panic!("partial line {got:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) if got.is_empty() => return Greeted::Closed,
-            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed after {got:?}"),
-            Ok(Ok(n)) => {
-                got.extend_from_slice(&buf[..n]);
-                if got.ends_with(b"\n") {
-                    assert_eq!(got, b"SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n");
-                    return Greeted::Banner;
-                }
-            }
-        }
-    }
-}
+use crate::testing::{banner, greet, Greeted, SILENCE};
 
 impl Cloud {
     async fn greet(&self, server: &str) -> Greeted {
@@ -53,23 +21,23 @@ async fn ssh_follows_the_security_group_rules() {
     let cloud = Cloud::new(b.server(open)).await;
     assert_eq!(
         cloud.greet("vps1").await,
-        Greeted::Banner,
+        banner(),
         "no client address set yet"
     );
     cloud.sim.set_client_ip(HOME);
-    assert_eq!(cloud.greet(vps.id()).await, Greeted::Banner);
+    assert_eq!(cloud.greet(vps.id()).await, banner());
     cloud.sim.set_client_ip("198.51.100.7");
     assert_eq!(cloud.greet("vps1").await, Greeted::Silent);
     assert_eq!(
         cloud.greet("open").await,
-        Greeted::Banner,
+        banner(),
         "a port without groups filters nothing"
     );
 
     // The client creates the rule for its new address, then deletes the old one.
     let created = cloud.create_rule(ssh_rule(&sg.id, "198.51.100.7/32")).await;
     assert_eq!(created.status, 201);
-    assert_eq!(cloud.greet("vps1").await, Greeted::Banner);
+    assert_eq!(cloud.greet("vps1").await, banner());
     let id = created.json()["security_group_rule"]["id"]
         .as_str()
         .unwrap()
@@ -97,7 +65,7 @@ async fn ssh_follows_the_security_group_rules() {
             .with_ports(None, None),
     ] {
         assert!(cloud.sim.set_rules(&sg.id, vec![rule.clone()]));
-        assert_eq!(cloud.greet("vps1").await, Greeted::Banner, "{rule:?}");
+        assert_eq!(cloud.greet("vps1").await, banner(), "{rule:?}");
     }
 
     // Admitted by any group of the server.
@@ -111,7 +79,7 @@ async fn ssh_follows_the_security_group_rules() {
             "198.51.100.7/32",
         )));
     assert!(cloud.sim.set_server_groups("vps1", &[&sg.id, &other]));
-    assert_eq!(cloud.greet("vps1").await, Greeted::Banner);
+    assert_eq!(cloud.greet("vps1").await, banner());
     cloud.sim.set_client_ip("not-an-ip");
     assert_eq!(cloud.greet("vps1").await, Greeted::Silent);
     assert_eq!(cloud.sim.ssh_connections("vps1"), 17);
@@ -149,7 +117,7 @@ async fn ssh_follows_the_server_state() {
     cloud.sim.finish_tasks();
     assert_eq!(
         cloud.greet(id).await,
-        Greeted::Banner,
+        banner(),
         "a stop and a start cure the hang"
     );
 
@@ -174,11 +142,7 @@ async fn ssh_follows_the_server_state() {
         202
     );
     cloud.sim.finish_tasks();
-    assert_eq!(
-        cloud.greet(id).await,
-        Greeted::Banner,
-        "a HARD reboot cures"
-    );
+    assert_eq!(cloud.greet(id).await, banner(), "a HARD reboot cures");
 
     assert!(cloud.sim.remove_server("vps1"));
     assert_eq!(
