@@ -14,6 +14,28 @@
 //! or the legacy `/v2/<tenant>` on a v2.0 cloud; both paths are served). Every server gets a fake
 //! SSH endpoint of its own ([`OpenStackSim::ssh_addr`]).
 //!
+//! # Example
+//!
+//! ```no_run
+//! # async fn cloud() -> std::io::Result<()> {
+//! use dynwall_sim::openstack::{GroupRule, OpenStackSim, SecurityGroup, ServerSpec};
+//!
+//! let sg = SecurityGroup::new("ssh-from-home")
+//!     .rule(GroupRule::ingress("tcp", 22, "203.0.113.7/32").with_description("dynwall"));
+//! let sim = OpenStackSim::builder()
+//!     .application_credential("4f1a…", "dynwall", "s3cret")
+//!     .security_group(sg.clone())
+//!     .server(ServerSpec::new("vps1").floating_ipv4("203.0.113.5").security_group(&sg.id))
+//!     .start()
+//!     .await?;
+//! sim.set_client_ip("203.0.113.7"); // the home address the fake sshd sees
+//! let auth_url = sim.auth_url(); // http://127.0.0.1:<port>/v3
+//! let probe = sim.ssh_addr("vps1"); // where the probe connects instead of 203.0.113.5:22
+//! # let _ = (auth_url, probe);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # What it imitates
 //!
 //! - Keystone v3 `POST /v3/auth/tokens`: password (user by id or name + domain; project scope by
@@ -76,7 +98,7 @@
 //! token is refused by the services at once (a real cloud may accept it for up to its 300 s
 //! middleware cache). A soft reboot cures a hung guest (libvirt falls back to a hard reboot when
 //! the guest ignores it). Key order in JSON bodies is not imitated. Security groups are created
-//! and deleted only through the builder and hooks.
+//! only through the builder and [`OpenStackSim::add_group`].
 
 mod access;
 mod builder;

@@ -4,6 +4,34 @@
 //! Built from `reference/openstack-salt.md` §5 and seed 003. Two listeners: the CSP console
 //! ([`SaltSim::csp_url`]) and the API server ([`SaltSim::url`]).
 //!
+//! # Example
+//!
+//! ```no_run
+//! # async fn soft_step() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use dynwall_sim::openstack::{OpenStackSim, ServerSpec};
+//! use dynwall_sim::salt::{JobEffect, SaltSim};
+//!
+//! let cloud = Arc::new(
+//!     OpenStackSim::builder().server(ServerSpec::new("vps1").hung()).start().await?,
+//! );
+//! let cured = Arc::clone(&cloud);
+//! let salt = SaltSim::builder()
+//!     .api_token("csp-api-token")
+//!     .job("5c5cc410-4f9f-11e6-88bc-080027a7289c", "restart sshd")
+//!     .target("89db0f82-4f9f-11e6-88bc-080027a7289c", "vps1", "vps1")
+//!     .effect(JobEffect::Fixes)
+//!     .on_fix(move |_run| {
+//!         cured.set_responsive("vps1", true);
+//!     })
+//!     .start()
+//!     .await?;
+//! let (server, csp_url) = (salt.url(), salt.csp_url());
+//! # let _ = (server, csp_url);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # What it imitates
 //!
 //! - CSP: `POST /csp/gateway/am/api/auth/api-tokens/authorize` with the API token as the form
