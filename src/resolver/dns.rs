@@ -101,7 +101,7 @@ pub(crate) fn build_query(id: u16, question: &Query) -> Result<Vec<u8>, SourceEr
 pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<IpAddr, SourceError> {
     let msg = Message::from_vec(bytes).map_err(|e| {
         protocol(format!(
-            "not a DNS message ({}): {:?}",
+            "not a DNS message ({}): \"{}\"",
             snippet_of(e.to_string().as_bytes(), 80),
             snippet(bytes)
         ))

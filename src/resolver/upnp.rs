@@ -9,9 +9,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 
-use super::client::{get_capped, send_capped};
+use super::client::SourceClient;
 use super::{parse_one_address, snippet, snippet_of, udp, Resolver, SourceError};
 use crate::config::{masked, UpnpSource};
 use crate::net::{check_global, Family, NotGlobal};
@@ -38,14 +38,14 @@ const SSDP_SENDS: u32 = 3;
 
 /// Asks the router for its WAN address (IPv4 only: the IGD reports no other).
 pub struct UpnpResolver {
-    client: Client,
+    client: SourceClient,
     target: UpnpSource,
     label: String,
 }
 
 impl UpnpResolver {
     /// A source using `client` (bound to IPv4) to reach the router found by `target`.
-    pub fn new(client: Client, target: UpnpSource) -> Self {
+    pub fn new(client: SourceClient, target: UpnpSource) -> Self {
         let label = match &target {
             UpnpSource::Description(url) => format!("upnp {}", masked(url)),
             UpnpSource::Ssdp(addr) => format!("upnp ssdp {addr}"),
@@ -73,7 +73,10 @@ impl Resolver for UpnpResolver {
             UpnpSource::Description(url) => url.clone(),
             UpnpSource::Ssdp(addr) => discover(*addr).await?,
         };
-        let xml = get_capped(&self.client, &description, "text/xml", DESCRIPTION_CAP).await?;
+        let xml = self
+            .client
+            .get_capped(&description, "text/xml", DESCRIPTION_CAP)
+            .await?;
         let services = control_urls(&xml, &description)?;
         let mut first_error = None;
         for (service, control) in services {
@@ -175,7 +178,7 @@ pub fn gateway_location(datagram: &[u8]) -> Option<String> {
 fn local_location(location: &str) -> Result<Url, SourceError> {
     let refused = || {
         bad(format!(
-            "the gateway's description {:?} is not an http URL on the local network",
+            "the gateway's description \"{}\" is not an http URL on the local network",
             snippet(location.as_bytes())
         ))
     };
@@ -206,8 +209,12 @@ pub fn control_urls(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(|t| {
-            Url::parse(t)
-                .map_err(|_| bad(format!("URLBase {:?} is not a URL", snippet(t.as_bytes()))))
+            Url::parse(t).map_err(|_| {
+                bad(format!(
+                    "URLBase \"{}\" is not a URL",
+                    snippet(t.as_bytes())
+                ))
+            })
         })
         .transpose()?
         .unwrap_or_else(|| description.clone());
@@ -230,7 +237,7 @@ pub fn control_urls(
         };
         let url = base.join(control).map_err(|_| {
             bad(format!(
-                "controlURL {:?} is not a URL",
+                "controlURL \"{}\" is not a URL",
                 snippet(control.as_bytes())
             ))
         })?;
@@ -264,13 +271,17 @@ pub fn soap_body(service: &str) -> String {
     )
 }
 
-async fn external_ip(client: &Client, service: &str, control: &Url) -> Result<IpAddr, SourceError> {
+async fn external_ip(
+    client: &SourceClient,
+    service: &str,
+    control: &Url,
+) -> Result<IpAddr, SourceError> {
     let request = client
         .post(control.clone())
         .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=\"utf-8\"")
         .header("SOAPAction", format!("\"{service}#GetExternalIPAddress\""))
         .body(soap_body(service));
-    let (status, body) = send_capped(request, SOAP_CAP).await?;
+    let (status, body) = client.send_capped(request, SOAP_CAP).await?;
     parse_soap(status, &body)
 }
 
@@ -309,11 +320,11 @@ pub fn parse_soap(status: u16, body: &[u8]) -> Result<IpAddr, SourceError> {
 
 fn parse_xml<'a>(bytes: &'a [u8], what: &str) -> Result<roxmltree::Document<'a>, SourceError> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| bad(format!("the {what} is not UTF-8: {:?}", snippet(bytes))))?;
+        .map_err(|_| bad(format!("the {what} is not UTF-8: \"{}\"", snippet(bytes))))?;
     // No DTDs (the default): no entity expansion.
     roxmltree::Document::parse(text).map_err(|e| {
         bad(format!(
-            "the {what} is not XML ({}): {:?}",
+            "the {what} is not XML ({}): \"{}\"",
             snippet_of(e.to_string().as_bytes(), 80),
             snippet(bytes)
         ))
@@ -572,7 +583,7 @@ mod tests {
         }
     }
 
-    fn client() -> Client {
+    fn client() -> SourceClient {
         build_client(Duration::from_secs(2), Family::Ipv4).unwrap()
     }
 
