@@ -45,6 +45,37 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The environment as seen while loading the config.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Whether loading reads the secrets the config names (see [`Secrets`]).
+    fn secrets(&self) -> Secrets {
+        Secrets::Read
+    }
+}
+
+/// Whether loading a config reads its secrets (API keys, passwords).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every secret: a missing, unreadable or empty one is an error. For the commands that
+    /// call a cloud API (`run`, `--once`, `check`), which must fail early and clearly.
+    Read,
+    /// Check how each secret is given (not inline and from a file at once) but read none; each
+    /// is [`Secret::unread`]. For the commands that never call an API (`ip`, `status`,
+    /// `healthcheck`, `reset`), which must work for a user who cannot read the key files, and
+    /// before they exist.
+    Skip,
+}
+
+/// An [`Env`] that loads a config without reading its secrets ([`Secrets::Skip`]).
+struct WithoutSecrets<'a>(&'a dyn Env);
+
+impl Env for WithoutSecrets<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name)
+    }
+
+    fn secrets(&self) -> Secrets {
+        Secrets::Skip
+    }
 }
 
 /// The real process environment.
@@ -118,6 +149,12 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path, env)
+    }
+
+    /// Like [`load`](Self::load), validating everything but reading no secret
+    /// ([`Secrets::Skip`]): for commands that never call a cloud API.
+    pub fn load_without_secrets(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load(path, &WithoutSecrets(env))
     }
 
     /// Parses and validates `text`, naming `path` in errors and resolving relative secret files

@@ -337,6 +337,35 @@ fn missing_secrets_and_double_secrets_are_errors() {
 }
 
 #[test]
+fn a_config_can_be_loaded_without_reading_its_secrets() {
+    let unread_files =
+        "[indigo]\napi_key_file = \"/nonexistent/k\"\napi_secret_file = \"/nonexistent/s\"\n\
+                        [[firewall]]\ntemplate = 1\ninstances = []\n";
+    let path = Path::new("/etc/dynwall/dynwall.toml");
+    let skip = WithoutSecrets(&env(&[]));
+    let cfg = Config::parse(unread_files, path, &skip).unwrap();
+    assert!(!cfg.indigo.api_key.is_read());
+    assert_eq!(cfg.indigo.api_secret.expose(), "");
+    assert_eq!(format!("{:?}", cfg.indigo.api_key), "Secret(unread)");
+    // Nothing named at all is fine too: `dynwall ip` before the keys exist.
+    let none = "[[firewall]]\ntemplate = 1\ninstances = []\n";
+    assert!(Config::parse(none, path, &skip).is_ok());
+    // Everything else is still validated.
+    let both = "[indigo]\napi_key = \"a\"\napi_key_file = \"/k\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = Config::parse(both, path, &skip).unwrap_err().to_string();
+    assert!(err.contains("indigo.api_key: set either"), "{err}");
+    let bad = "[daemon]\ninterval = \"soon\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = Config::parse(bad, path, &skip).unwrap_err().to_string();
+    assert!(err.contains("daemon.interval"), "{err}");
+    // Read as usual, the missing file is an error naming the key.
+    let err = parse(unread_files).unwrap_err().to_string();
+    assert!(
+        err.contains("indigo.api_key_file: cannot read /nonexistent/k"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_config_with_nothing_to_do_is_refused() {
     let err = parse("[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n")
         .unwrap_err()
