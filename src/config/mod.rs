@@ -219,6 +219,7 @@ impl Config {
                 "nothing to do: add at least one [[firewall]] or [[probe]] table",
             ));
         }
+        check_tracked_sources(&resolver, &firewalls, &tracked_families(&firewalls), path)?;
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
@@ -232,19 +233,7 @@ impl Config {
     /// The address families the firewalls track, IPv4 first (IPv4 alone when there is no
     /// firewall: the prober still needs to know our own connectivity).
     pub fn tracked_families(&self) -> Vec<Family> {
-        let mut out = Vec::new();
-        for fw in &self.firewalls {
-            for f in fw.family.families() {
-                if !out.contains(f) {
-                    out.push(*f);
-                }
-            }
-        }
-        if out.is_empty() {
-            out.push(Family::Ipv4);
-        }
-        out.sort_by_key(|f| *f != Family::Ipv4);
-        out
+        tracked_families(&self.firewalls)
     }
 
     /// Every instance id the config refers to (firewall assignments and probes), deduplicated.
@@ -255,6 +244,23 @@ impl Config {
             .chain(self.probes.iter().map(|p| p.instance.clone()))
             .collect()
     }
+}
+
+/// See [`Config::tracked_families`].
+fn tracked_families(firewalls: &[FirewallConfig]) -> Vec<Family> {
+    let mut out = Vec::new();
+    for fw in firewalls {
+        for f in fw.family.families() {
+            if !out.contains(f) {
+                out.push(*f);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Family::Ipv4);
+    }
+    out.sort_by_key(|f| *f != Family::Ipv4);
+    out
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {

@@ -214,7 +214,7 @@ fn invalid_configs_name_the_key_and_the_reason() {
         (
             "[resolver]\nquorum = 5\n",
             "resolver.quorum",
-            "only 4 IPv4 and 3 IPv6 sources are configured",
+            "5 IPv4 sources must agree, but only 4 IPv4 sources are configured",
         ),
         (
             "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
@@ -550,7 +550,7 @@ fn the_defaults_span_operators_protocols_and_families() {
 }
 
 #[test]
-fn a_quorum_needs_one_family_with_enough_sources() {
+fn a_quorum_binds_only_the_families_a_firewall_tracks() {
     let two_v4_one_v6 = r#"
 [[resolver.source]]
 kind = "http"
@@ -563,18 +563,65 @@ kind = "http"
 family = "ipv6"
 url = "https://c.example"
 "#;
-    let cfg = with_resolver(&format!("[resolver]\nquorum = 2\n{two_v4_one_v6}")).unwrap();
+    let config = |quorum: u32, family: &str| {
+        parse(&format!(
+            "[resolver]\nquorum = {quorum}\n{two_v4_one_v6}\n[indigo]\napi_key = \"k\"\n\
+             api_secret = \"s\"\n[[firewall]]\ntemplate = 1\ninstances = []\nfamily = \"{family}\"\n"
+        ))
+    };
+    // The README's own example: quorum 2, one IPv6 source, nothing tracks IPv6. Fine.
+    let cfg = config(2, "ipv4").unwrap();
     assert_eq!(cfg.resolver.quorum, Some(2));
     assert_eq!(cfg.resolver.sources_of(Family::Ipv6).count(), 1);
-    let err = with_resolver(&format!("[resolver]\nquorum = 3\n{two_v4_one_v6}"))
+    // Tracking IPv6 with one IPv6 source and quorum 2 can never settle.
+    let err = config(2, "both").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "/etc/dynwall/dynwall.toml: resolver.quorum: 2 IPv6 sources must agree, but only 1 IPv6 \
+         source is configured, and firewall[0] tracks IPv6: add IPv6 sources or lower the quorum"
+    );
+    let err = config(3, "ipv4").unwrap_err().to_string();
+    assert!(
+        err.contains("resolver.quorum: 3 IPv4 sources must agree, but only 2 IPv4 sources are"),
+        "{err}"
+    );
+    // Without any firewall, the probes need IPv4.
+    let probes_only = parse(&format!(
+        "[resolver]\nquorum = 3\n{two_v4_one_v6}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n\
+         [[probe]]\ninstance = 1\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        probes_only.contains("and the probes need an IPv4 address to trust our own connectivity"),
+        "{probes_only}"
+    );
+    let err = with_resolver("[resolver]\nquorum = 0\n")
         .unwrap_err()
         .to_string();
+    assert!(err.contains("resolver.quorum: must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_tracked_family_needs_a_source() {
+    let only_v4 = "[[resolver.source]]\nkind = \"http\"\nurl = \"https://a.example\"\n";
+    let text = format!(
+        "[resolver]\n{only_v4}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n\
+         [[firewall]]\ntemplate = 1\ninstances = []\n[[firewall]]\ntemplate = 2\n\
+         instances = []\nfamily = \"ipv6\"\n"
+    );
+    let err = parse(&text).unwrap_err().to_string();
     assert!(
-        err.contains(
-            "resolver.quorum: 3 sources of one family must agree, but only 2 IPv4 and 1 IPv6"
+        err.starts_with(
+            "/etc/dynwall/dynwall.toml: firewall[1].family: firewall[1] tracks IPv6, but no IPv6 \
+             source is configured"
         ),
         "{err}"
     );
+    // The built-in set has IPv6 sources.
+    let builtin = "[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n[[firewall]]\ntemplate = 1\n\
+                   instances = []\nfamily = \"both\"\n";
+    assert!(parse(builtin).is_ok());
 }
 
 /// Each invalid source must fail naming `resolver.source[N].key` and the reason.

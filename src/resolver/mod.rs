@@ -258,6 +258,18 @@ pub enum ResolveError {
     /// No source of the family is configured.
     #[error("no {} source is configured", family_name(*.0))]
     NoSources(Family),
+    /// The family has fewer sources than the quorum (possible only for a family no firewall
+    /// tracks, which only `dynwall ip` asks).
+    #[error(
+        "the quorum of {quorum} cannot be met: only {sources} {} source{} configured",
+        family_name(*family),
+        if *sources == 1 { " is" } else { "s are" }
+    )]
+    QuorumUnreachable {
+        family: Family,
+        quorum: usize,
+        sources: usize,
+    },
     /// No source produced an accepted address (each failed or was rejected).
     #[error("no source produced an acceptable address")]
     AllFailed,
@@ -327,8 +339,8 @@ impl Resolution {
 pub enum ResolverBuildError {
     #[error("cannot build the HTTP client for IP sources: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("resolver: quorum {quorum} cannot be met by {sources} sources of any one family")]
-    Quorum { quorum: usize, sources: usize },
+    #[error("resolver: the quorum must be at least 1")]
+    Quorum,
     #[error("resolver: source {index}: {reason}")]
     Source { index: usize, reason: String },
 }
@@ -421,15 +433,8 @@ impl ResolverSet {
     /// Builds every configured source. HTTP sources share one client per family (see
     /// [`build_client`]); built only for the families that need one.
     pub fn from_config(cfg: &ResolverConfig) -> Result<Self, ResolverBuildError> {
-        let count = |f: Family| cfg.sources_of(f).count();
-        let most = count(Family::Ipv4).max(count(Family::Ipv6));
-        if let Some(q) = cfg.quorum {
-            if q == 0 || q > most {
-                return Err(ResolverBuildError::Quorum {
-                    quorum: q,
-                    sources: most,
-                });
-            }
+        if cfg.quorum == Some(0) {
+            return Err(ResolverBuildError::Quorum);
         }
         let mut clients = client::Clients::new(cfg.timeout);
         let mut sources: Vec<Box<dyn Resolver>> = Vec::with_capacity(cfg.sources.len());
@@ -468,19 +473,9 @@ impl ResolverSet {
             };
             sources.push(source);
         }
-        let set = ResolverSet::with_quorum(sources, cfg.quorum, cfg.timeout);
-        for family in set.families() {
-            let (n, q) = (set.count(family), set.quorum(family));
-            if n < q {
-                tracing::warn!(
-                    "resolver: quorum {q} cannot be met by the {n} {} source(s); the {} \
-                     address will never be settled",
-                    family_name(family),
-                    family_name(family)
-                );
-            }
-        }
-        Ok(set)
+        // A family with fewer sources than the quorum is no error here: the config refuses it
+        // for the families a firewall tracks, and `dynwall ip` shows the others as they are.
+        Ok(ResolverSet::with_quorum(sources, cfg.quorum, cfg.timeout))
     }
 
     /// Number of sources of `family` that must agree: the configured quorum, else
@@ -576,7 +571,16 @@ impl ResolverSet {
         drop(pending);
         done.sort_by_key(|(i, _)| *i);
         let answers: Vec<Answer> = done.into_iter().map(|(_, a)| a).collect();
-        let outcome = decide(&answers, quorum);
+        let sources = self.count(family);
+        let outcome = if sources < quorum {
+            Err(ResolveError::QuorumUnreachable {
+                family,
+                quorum,
+                sources,
+            })
+        } else {
+            decide(&answers, quorum)
+        };
         Resolution {
             family,
             quorum,

@@ -897,23 +897,55 @@ async fn from_config_builds_every_kind() {
     assert_eq!(labels, ["upnp ssdp 239.255.255.250:1900", "interface eth0"]);
 }
 
-#[test]
-fn from_config_refuses_an_unreachable_quorum() {
+#[tokio::test]
+async fn a_family_with_fewer_sources_than_the_quorum_is_still_asked_and_says_why() {
+    // The config refuses this for a tracked family; `dynwall ip` still asks an untracked one.
+    let http = |url: &str| SourceConfig {
+        family: Family::Ipv4,
+        kind: crate::config::SourceKind::Http {
+            url: url.parse().unwrap(),
+        },
+    };
     let cfg = ResolverConfig {
         quorum: Some(3),
         timeout: Duration::from_secs(2),
-        sources: vec![SourceConfig {
-            family: Family::Ipv4,
-            kind: crate::config::SourceKind::Http {
-                url: "http://127.0.0.1:9/".parse().unwrap(),
-            },
-        }],
+        sources: vec![http("http://127.0.0.1:9/")],
+    };
+    assert_eq!(
+        ResolverSet::from_config(&cfg).unwrap().quorum(Family::Ipv4),
+        3
+    );
+    let zero = ResolverConfig {
+        quorum: Some(0),
+        ..cfg
     };
     assert!(matches!(
-        ResolverSet::from_config(&cfg),
-        Err(ResolverBuildError::Quorum {
-            quorum: 3,
-            sources: 1
-        })
+        ResolverSet::from_config(&zero),
+        Err(ResolverBuildError::Quorum)
     ));
+
+    let set = ResolverSet::new(
+        vec![
+            fake("a", 0, A),
+            fake_in(Family::Ipv6, "six", 0, "2a00:1450:4001:80b::200e"),
+        ],
+        2,
+        Duration::from_secs(1),
+    );
+    let r = set.resolve(Family::Ipv6).await;
+    assert_eq!(r.answers.len(), 1);
+    assert!(r.any_accepted());
+    let e = r.outcome.unwrap_err();
+    assert_eq!(
+        e,
+        ResolveError::QuorumUnreachable {
+            family: Family::Ipv6,
+            quorum: 2,
+            sources: 1
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "the quorum of 2 cannot be met: only 1 IPv6 source is configured"
+    );
 }
