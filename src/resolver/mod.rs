@@ -132,9 +132,33 @@ pub enum SourceError {
     /// The answer holds no or several records of the type asked for.
     #[error("expected exactly one {record} record, got {count}")]
     RecordCount { record: &'static str, count: usize },
+    /// The name asked is an alias (CNAME), and the answer holds no or several records of the type
+    /// asked for the name it ends at. `chain` is `asked → alias → …`.
+    #[error(
+        "the name is an alias ({chain}); expected exactly one {record} record at its end, got \
+         {count}"
+    )]
+    AliasRecordCount {
+        chain: String,
+        record: &'static str,
+        count: usize,
+    },
     /// The router refused the UPnP action (a SOAP fault).
-    #[error("the router refused GetExternalIPAddress: UPnP error {code} ({description})")]
+    #[error(
+        "the router refused GetExternalIPAddress: UPnP error {code} ({description}){}",
+        upnp_fault_hint(code)
+    )]
     UpnpFault { code: String, description: String },
+    /// The router answered with an empty external address. miniupnpd answers so when its own
+    /// WAN address is private or carrier-grade NAT (and IGDv2 when the WAN link is down): the
+    /// router cannot know the public address.
+    #[error(
+        "the router reports no external address: this is what a router behind carrier-grade NAT \
+         or behind another router (double NAT) answers, as its own WAN address is not public; \
+         UPnP cannot tell your public address there, so use http, dns or stun sources (a router \
+         that lost its connection answers the same)"
+    )]
+    NoExternalAddress,
     /// The router's own WAN address is private or carrier-grade NAT: another NAT sits between it
     /// and the internet, so it does not know the public address.
     #[error(
@@ -159,6 +183,18 @@ fn behind_nat_kind(reason: NotGlobal) -> &'static str {
         NotGlobal::SharedCgnat => "carrier-grade NAT",
         NotGlobal::Private => "private",
         _ => "not global",
+    }
+}
+
+/// What a UPnP error code usually means for `GetExternalIPAddress`.
+fn upnp_fault_hint(code: &str) -> &'static str {
+    match code {
+        // miniupnpd before 2.2 answered this way when its WAN address was private or CGNAT.
+        "501" => {
+            "; a router behind carrier-grade NAT or another router (double NAT) may answer so: \
+             its own WAN address is not public"
+        }
+        _ => "",
     }
 }
 

@@ -4,7 +4,9 @@
 //! it (XML, capped), take the control URL of its WANIPConnection:1/2 or WANPPPConnection:1
 //! service, and POST the SOAP action. The router knows only its own WAN address: when that is
 //! private or carrier-grade NAT, another NAT sits in front of it, and the answer is refused with
-//! an error that says so instead of being passed on as "rejected".
+//! an error that says so instead of being passed on as "rejected". miniupnpd does not even say
+//! its WAN address then: it answers an empty `NewExternalIPAddress` (2.2 and later) or UPnP error
+//! 501 (older versions); both are explained as double NAT.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -311,9 +313,7 @@ pub fn parse_soap(status: u16, body: &[u8]) -> Result<IpAddr, SourceError> {
         .text()
         .unwrap_or("");
     if value.trim().is_empty() {
-        return Err(bad(
-            "the router reports no WAN address (is it connected?)".into()
-        ));
+        return Err(SourceError::NoExternalAddress);
     }
     parse_one_address(value)
 }
@@ -458,10 +458,10 @@ mod tests {
             parse_soap(500, b"Internal Server Error"),
             Err(SourceError::Status { status: 500 })
         );
-        assert!(matches!(
+        assert_eq!(
             parse_soap(200, soap_ok("").as_bytes()),
-            Err(SourceError::Protocol { message }) if message.contains("no WAN address")
-        ));
+            Err(SourceError::NoExternalAddress)
+        );
         assert!(matches!(
             parse_soap(200, soap_ok("81.2.69.160 81.2.69.161").as_bytes()),
             Err(SourceError::NotOneAddress { .. })
@@ -530,6 +530,59 @@ mod tests {
         .await
     }
 
+    /// The WAN side of the fake router, and so what it answers to `GetExternalIPAddress`, as
+    /// miniupnpd does.
+    enum Wan {
+        /// A public address: answered as is.
+        Public(&'static str),
+        /// A private or carrier-grade NAT address, with miniupnpd 2.2 or later: an empty
+        /// `NewExternalIPAddress`.
+        BehindCgnat,
+        /// The same with an older miniupnpd: UPnP error 501 "Action Failed".
+        BehindCgnatOldMiniupnpd,
+    }
+
+    /// A fake router with `wan`, answering like miniupnpd.
+    async fn fake_router(wan: Wan) -> RouteServer {
+        match wan {
+            Wan::Public(ip) => igd(200, &soap_ok(ip)).await,
+            Wan::BehindCgnat => igd(200, &soap_ok("")).await,
+            Wan::BehindCgnatOldMiniupnpd => igd(500, SOAP_FAULT).await,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_router_behind_cgnat_is_explained_as_double_nat() {
+        let router = fake_router(Wan::BehindCgnat).await;
+        let r = UpnpResolver::new(
+            client(),
+            UpnpSource::Description(router.url("/rootDesc.xml")),
+        );
+        let e = lookup(&r).await.unwrap_err();
+        assert_eq!(e, SourceError::NoExternalAddress);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "the router reports no external address: this is what a router behind \
+                 carrier-grade NAT or behind another router (double NAT) answers"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("use http, dns or stun sources"), "{text}");
+        assert!(!e.is_transient());
+
+        let router = fake_router(Wan::BehindCgnatOldMiniupnpd).await;
+        let r = UpnpResolver::new(
+            client(),
+            UpnpSource::Description(router.url("/rootDesc.xml")),
+        );
+        let text = lookup(&r).await.unwrap_err().to_string();
+        assert!(
+            text.starts_with("the router refused GetExternalIPAddress: UPnP error 501 (Action Failed); a router behind carrier-grade NAT or another router (double NAT) may answer so"),
+            "{text}"
+        );
+    }
+
     /// A fake SSDP responder on 127.0.0.1 answering every search with `location`.
     struct Ssdp {
         addr: SocketAddr,
@@ -595,7 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wan_address_is_read_from_a_described_router() {
-        let router = igd(200, &soap_ok(WAN)).await;
+        let router = fake_router(Wan::Public(WAN)).await;
         let r = UpnpResolver::new(
             client(),
             UpnpSource::Description(router.url("/rootDesc.xml")),
@@ -616,7 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_router_is_found_by_ssdp() {
-        let router = igd(200, &soap_ok(WAN)).await;
+        let router = fake_router(Wan::Public(WAN)).await;
         let ssdp = Ssdp::start(router.url("/rootDesc.xml").to_string(), true).await;
         let r = UpnpResolver::new(client(), UpnpSource::Ssdp(ssdp.addr));
         assert_eq!(r.label(), format!("upnp ssdp {}", ssdp.addr));
@@ -626,7 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cgnat_answer_and_a_soap_fault_are_errors() {
-        let router = igd(200, &soap_ok("100.64.3.4")).await;
+        let router = fake_router(Wan::Public("100.64.3.4")).await;
         let r = UpnpResolver::new(
             client(),
             UpnpSource::Description(router.url("/rootDesc.xml")),
