@@ -48,9 +48,39 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
     assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
+    // Nothing but the home address is allowed, and nothing is probed, until the user says so:
+    // a user who edits only the ids opens the port to no example network.
+    assert!(cfg.firewalls[0].keep.is_empty());
+    assert!(cfg.probes.is_empty());
+    assert_eq!(cfg.tracked_families(), [Family::Ipv4]);
+
+    // Its examples are valid as they stand once uncommented ("# key = …" → "key = …").
+    let uncommented = uncomment_examples(&text);
+    let cfg = Config::parse(&uncommented, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
     assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
+    assert_eq!(cfg.probes[0].address, None);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+}
+
+/// `text` with every commented-out example line made live: a line that is `# ` followed by a
+/// table header or `key = …`. Prose, and illustrations indented further (`#   key = …`), stay.
+fn uncomment_examples(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
