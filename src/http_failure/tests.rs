@@ -140,15 +140,20 @@ fn tls_client(root: Option<CertificateDer<'static>>, port: u16) -> reqwest::Clie
     b.build().unwrap()
 }
 
+/// What a GET of `https://api.example.net:PORT/` through [`tls_client`] fails with.
+async fn tls_failure(root: Option<CertificateDer<'static>>, port: u16) -> HttpFailure {
+    failure(
+        &tls_client(root, port),
+        &format!("https://api.example.net:{port}/"),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_certificate_for_another_name_is_named() {
     let (ca, identity) = ca_and_leaf("wrong.example.org");
     let port = tls_server(identity);
-    let f = failure(
-        &tls_client(Some(ca), port),
-        &format!("https://api.example.net:{port}/"),
-    )
-    .await;
+    let f = tls_failure(Some(ca), port).await;
     assert!(matches!(&f, HttpFailure::Tls { host, .. } if host == "api.example.net"));
     let text = f.to_string();
     assert!(
@@ -162,11 +167,7 @@ async fn a_certificate_for_another_name_is_named() {
 #[tokio::test]
 async fn a_self_signed_certificate_is_named() {
     let port = tls_server(self_signed("api.example.net"));
-    let f = failure(
-        &tls_client(None, port),
-        &format!("https://api.example.net:{port}/"),
-    )
-    .await;
+    let f = tls_failure(None, port).await;
     assert_eq!(
         f.to_string(),
         "TLS: certificate of api.example.net is not signed by a trusted authority \
@@ -174,24 +175,26 @@ async fn a_self_signed_certificate_is_named() {
     );
 }
 
-#[tokio::test]
-async fn a_plain_server_behind_an_https_url_is_named() {
+/// A plain TCP server on 127.0.0.1 that answers one request with the bytes `answer`. Returns
+/// its port.
+async fn answering_once(answer: Vec<u8>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         if let Ok((mut s, _)) = listener.accept().await {
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                .await;
+            let _ = s.write_all(&answer).await;
         }
     });
-    let f = failure(
-        &tls_client(None, port),
-        &format!("https://api.example.net:{port}/"),
-    )
-    .await;
+    port
+}
+
+#[tokio::test]
+async fn a_plain_server_behind_an_https_url_is_named() {
+    let port =
+        answering_once(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+    let f = tls_failure(None, port).await;
     assert_eq!(
         f.to_string(),
         format!(
@@ -305,22 +308,16 @@ async fn a_silent_server_is_a_timeout() {
 
 #[tokio::test]
 async fn an_html_error_page_is_recognised() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        if let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            let body = "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>";
-            let head = format!(
-                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-        }
-    });
+    let body = "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>";
+    let port = answering_once(
+        format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+    .await;
     let answer = plain_client()
         .get(format!("http://127.0.0.1:{port}/webarenaIndigo/v1/"))
         .send()

@@ -653,6 +653,18 @@ impl std::io::Write for Logs {
 }
 
 impl Logs {
+    /// Collects what this thread logs at info level and above until the guard is dropped.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
     }
@@ -660,25 +672,16 @@ impl Logs {
 
 #[tokio::test]
 async fn a_failing_source_is_logged_once_per_change() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
 
     let answer = Arc::new(std::sync::Mutex::new(Err(SourceError::Status {
         status: 503,
     })));
-    let flaky = Box::new(Fake {
-        label: "fake flaky".into(),
-        family: Family::Ipv4,
-        delay: Duration::ZERO,
-        answer: answer.clone(),
-    });
-    let set = ResolverSet::new(vec![flaky, fake("steady", 0, A)], 1, Duration::from_secs(1));
+    let set = ResolverSet::new(
+        vec![flaky(&answer), fake("steady", 0, A)],
+        1,
+        Duration::from_secs(1),
+    );
     for _ in 0..3 {
         set.resolve(Family::Ipv4).await;
     }
@@ -719,14 +722,7 @@ fn flaky(answer: &Arc<std::sync::Mutex<Result<IpAddr, SourceError>>>) -> Box<dyn
 
 #[tokio::test]
 async fn persistent_trouble_is_said_once_across_runs_that_share_the_memory() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
     let answer = Arc::new(std::sync::Mutex::new(Err(SourceError::Status {
         status: 503,
     })));
@@ -775,14 +771,7 @@ async fn persistent_trouble_is_said_once_across_runs_that_share_the_memory() {
 
 #[tokio::test]
 async fn a_memory_forgets_sources_that_are_gone_and_a_quiet_set_says_nothing() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture();
     let mut memory = SourceMemory::new();
     memory.record(Family::Ipv4, "fake removed", Some("HTTP status 500"));
     memory.record(Family::Ipv4, "fake steady", Some("HTTP status 500"));
