@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::parse::SNIPPET_CHARS;
 use super::testserver::TestServer;
 use super::*;
 use crate::config::{JsonField, SourceConfig};
