@@ -92,7 +92,7 @@ fn redirect_refusal(previous: &[Url], next: &Url) -> Option<&'static str> {
         return Some("too many redirects");
     }
     if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
-        return Some("redirect from https to plain http refused");
+        return Some("from https down to plain http");
     }
     None
 }
@@ -210,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             redirect_refusal(&[start], &url("http://a.example/")),
-            Some("redirect from https to plain http refused")
+            Some("from https down to plain http")
         );
         // A LAN router reached over plain http may redirect within plain http, or up to https.
         let lan = url("http://192.168.1.1/ip");
