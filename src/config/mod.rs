@@ -50,6 +50,37 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The environment as seen while loading the config.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Whether loading reads the secrets the config names (see [`Secrets`]).
+    fn secrets(&self) -> Secrets {
+        Secrets::Read
+    }
+}
+
+/// Whether loading a config reads its secrets (API keys, passwords).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every secret: a missing, unreadable or empty one is an error. For the commands that
+    /// call a cloud API (`run`, `--once`, `check`), which must fail early and clearly.
+    Read,
+    /// Check how each secret is given (not inline and from a file at once) but read none; each
+    /// is [`Secret::unread`]. For the commands that never call an API (`ip`, `status`,
+    /// `healthcheck`, `reset`), which must work for a user who cannot read the key files, and
+    /// before they exist.
+    Skip,
+}
+
+/// An [`Env`] that loads a config without reading its secrets ([`Secrets::Skip`]).
+struct WithoutSecrets<'a>(&'a dyn Env);
+
+impl Env for WithoutSecrets<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name)
+    }
+
+    fn secrets(&self) -> Secrets {
+        Secrets::Skip
+    }
 }
 
 /// The real process environment.
@@ -129,6 +160,12 @@ impl Config {
         Config::parse(&text, path, env)
     }
 
+    /// Like [`load`](Self::load), validating everything but reading no secret
+    /// ([`Secrets::Skip`]): for commands that never call a cloud API.
+    pub fn load_without_secrets(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load(path, &WithoutSecrets(env))
+    }
+
     /// Parses and validates `text`, naming `path` in errors and resolving relative secret files
     /// against the file's directory.
     pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
@@ -206,6 +243,7 @@ impl Config {
                 "nothing to do: add at least one [[firewall]] or [[probe]] table",
             ));
         }
+        check_tracked_sources(&resolver, &firewalls, &tracked_families(&firewalls), path)?;
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
@@ -220,19 +258,7 @@ impl Config {
     /// The address families the firewalls track, IPv4 first (IPv4 alone when there is no
     /// firewall: the prober still needs to know our own connectivity).
     pub fn tracked_families(&self) -> Vec<Family> {
-        let mut out = Vec::new();
-        for fw in &self.firewalls {
-            for f in fw.family.families() {
-                if !out.contains(f) {
-                    out.push(*f);
-                }
-            }
-        }
-        if out.is_empty() {
-            out.push(Family::Ipv4);
-        }
-        out.sort_by_key(|f| *f != Family::Ipv4);
-        out
+        tracked_families(&self.firewalls)
     }
 
     /// Every instance id the config refers to (firewall assignments and probes), deduplicated.
@@ -243,6 +269,23 @@ impl Config {
             .chain(self.probes.iter().map(|p| p.instance.clone()))
             .collect()
     }
+}
+
+/// See [`Config::tracked_families`].
+fn tracked_families(firewalls: &[FirewallConfig]) -> Vec<Family> {
+    let mut out = Vec::new();
+    for fw in firewalls {
+        for f in fw.family.families() {
+            if !out.contains(f) {
+                out.push(*f);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Family::Ipv4);
+    }
+    out.sort_by_key(|f| *f != Family::Ipv4);
+    out
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {

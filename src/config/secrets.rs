@@ -19,6 +19,9 @@ pub(crate) struct SecretSpec<'a> {
 /// Resolves a secret: inline, systemd credential or `*_file`, then the fallback, then environment
 /// variables.
 ///
+/// When `env` says [`Secrets::Skip`], nothing is read and the result is [`Secret::unread`]; only a
+/// secret given both inline and from a file is an error.
+///
 /// A systemd credential of the secret's name, when present, is preferred to `*_file`: the units
 /// load the very files the shipped config names (`LoadCredential=indigo_api_key:/etc/dynwall/…`),
 /// and the service's DynamicUser can read the credential but not the root-only file itself. Run
@@ -30,19 +33,22 @@ pub(crate) fn secret(
     s: SecretSpec<'_>,
 ) -> Result<Secret, ConfigError> {
     let file_key = format!("{}_file", s.key);
+    if s.inline.is_some() && s.file.is_some() {
+        return Err(ConfigError::invalid(
+            path,
+            s.key,
+            format!("set either {} or {file_key}, not both", s.key),
+        ));
+    }
+    if env.secrets() == Secrets::Skip {
+        return Ok(Secret::unread());
+    }
     let credential = env
         .var("CREDENTIALS_DIRECTORY")
         .map(|dir| Path::new(&dir).join(s.credential))
         .filter(|p| p.is_file());
     let value = match (s.inline, s.file, credential) {
-        (Some(_), Some(_), _) => {
-            return Err(ConfigError::invalid(
-                path,
-                s.key,
-                format!("set either {} or {file_key}, not both", s.key),
-            ))
-        }
-        (Some(v), None, _) => v,
+        (Some(v), _, _) => v,
         (None, _, Some(p)) => {
             read_secret_file(&p).map_err(|r| ConfigError::invalid(path, s.key, r))?
         }
