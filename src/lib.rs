@@ -42,3 +42,5 @@ pub mod state;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testlog;
