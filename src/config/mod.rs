@@ -338,6 +338,33 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     })
 }
 
+/// The keys a table of kind `kind` takes, from `table` (kind → keys); `Err` says `kind` is not
+/// a `noun` kind and lists those there are.
+pub(crate) fn keys_of_kind<'t>(
+    table: &'t [(&str, &'t [&'t str])],
+    kind: &str,
+    noun: &str,
+) -> Result<&'t [&'t str], String> {
+    match table.iter().find(|(k, _)| *k == kind) {
+        Some((_, keys)) => Ok(keys),
+        None => {
+            let names: Vec<String> = table.iter().map(|(k, _)| format!("{k:?}")).collect();
+            Err(format!(
+                "unknown {noun} kind {kind:?} (expected one of {})",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// The first key set in `present` (key, is set) that `allowed` does not list.
+pub(crate) fn stray_key<'k>(present: &[(&'k str, bool)], allowed: &[&str]) -> Option<&'k str> {
+    present
+        .iter()
+        .find(|(k, set)| *set && !allowed.contains(k))
+        .map(|(k, _)| *k)
+}
+
 /// Extracts the field name from serde's "unknown field `x`, expected …" message.
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;

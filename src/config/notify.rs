@@ -170,16 +170,7 @@ pub(crate) fn notify_from_raw(
     let key = |k: &str| format!("notify[{index}].{k}");
     let err = |k: &str, reason: String| ConfigError::invalid(path, key(k), reason);
     let kind = raw.kind.as_str();
-    let Some((_, allowed)) = NOTIFY_KINDS.iter().find(|(k, _)| *k == kind) else {
-        let names: Vec<String> = NOTIFY_KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
-        return Err(err(
-            "kind",
-            format!(
-                "unknown notifier kind {kind:?} (expected one of {})",
-                names.join(", ")
-            ),
-        ));
-    };
+    let allowed = keys_of_kind(NOTIFY_KINDS, kind, "notifier").map_err(|r| err("kind", r))?;
     let present = [
         ("events", raw.events.is_some()),
         ("token", raw.token.is_some()),
@@ -188,8 +179,8 @@ pub(crate) fn notify_from_raw(
         ("tags", raw.tags.is_some()),
         ("period", raw.period.is_some()),
     ];
-    if let Some((stray, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
-        let why = if *stray == "events" {
+    if let Some(stray) = stray_key(&present, allowed) {
+        let why = if stray == "events" {
             " (a healthchecks check is pinged every cycle, not sent events)"
         } else {
             ""
