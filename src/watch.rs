@@ -74,6 +74,21 @@ impl Watch {
         })
     }
 
+    /// The notifiers alone, for a `--once` run: no endpoint (nothing could scrape a run that
+    /// ends in seconds, and a daemon may hold the port), no counting. Within a tokio runtime.
+    pub fn notifiers_only(config: &Config) -> Result<Watch, WatchError> {
+        let host = notify::hostname();
+        let notifier = Notifier::start(&config.notify, host.clone(), Metrics::disabled())?;
+        Ok(Watch {
+            metrics: Metrics::disabled(),
+            notifier,
+            server: None,
+            listen: None,
+            shutdown: CancellationToken::new(),
+            host,
+        })
+    }
+
     /// Watches nothing: for commands and tests without metrics or notifiers.
     pub fn disabled() -> Watch {
         Watch {
@@ -195,6 +210,12 @@ impl Watch {
     /// The last notification that could not be delivered (to persist for `status`).
     pub fn last_delivery_failure(&self) -> Option<DeliveryFailure> {
         self.notifier.last_failure()
+    }
+
+    /// Starts from the failure an earlier run persisted, so that `status` keeps showing it
+    /// until a newer one replaces it.
+    pub fn remember_delivery_failure(&self, failure: DeliveryFailure) {
+        self.notifier.remember_failure(failure);
     }
 
     /// Lets queued notifications go out for at most `grace` ([`notify::ONCE_GRACE`] at the end
@@ -322,6 +343,30 @@ mod tests {
         assert_eq!(watch.last_delivery_failure(), None);
         watch.close(PATIENCE).await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_once_run_notifies_and_serves_nothing() {
+        let receiver = NotifyReceiver::start().await.unwrap();
+        let watch = Watch::notifiers_only(&config(&receiver)).unwrap();
+        assert_eq!(watch.metrics_addr(), None);
+        assert!(!watch.metrics().is_enabled());
+        // The failure an earlier run persisted stays the last one until a newer one.
+        let earlier = DeliveryFailure {
+            at: 1,
+            notifier: "notify[0] webhook http://127.0.0.1:1/***".into(),
+            event: "gave_up".into(),
+            attempts: 4,
+            error: "cannot connect to 127.0.0.1:1: connection refused".into(),
+        };
+        watch.remember_delivery_failure(earlier.clone());
+        watch.ip_changed(Family::Ipv4, None, "81.2.69.161".parse().unwrap());
+        tokio::time::timeout(PATIENCE, receiver.wait_for(1))
+            .await
+            .unwrap();
+        assert_eq!(receiver.received()[0].json()["event"], "ip_changed");
+        assert_eq!(watch.last_delivery_failure(), Some(earlier));
+        watch.close(notify::ONCE_GRACE).await;
     }
 
     #[tokio::test]
