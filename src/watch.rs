@@ -4,6 +4,23 @@
 //! Every method but [`Watch::start`], [`Watch::reconfigure`] and [`Watch::close`] is
 //! synchronous and returns at once: counting takes a lock for microseconds, notifying queues a
 //! request for another task. A dead notifier or a stuck scraper never delays a cycle.
+//!
+//! Where the engine reports:
+//!
+//! - start of the daemon: [`Watch::start`] (endpoint and notifiers); of a `--once` run:
+//!   [`Watch::notifiers_only`]; then [`Watch::remember_delivery_failure`] with the persisted one.
+//! - each sync cycle: [`Watch::cycle_started`] first; [`Watch::resolution`] after each family's
+//!   lookup; [`Watch::ip_changed`] when an agreed address differs from the remembered one;
+//!   [`Watch::firewall_updated`] after each verified write; [`Watch::cycle_finished`] last, with
+//!   the persisted [`FailureStreak`].
+//! - each probe round: [`Watch::probed`] per instance; [`Watch::remediation`] when a step is
+//!   requested, the instance answers again, or a step fails; [`Watch::gave_up`] when a budget
+//!   is found spent.
+//! - the cloud clients: [`Watch::metrics`] handed over at construction, then
+//!   [`Metrics::api_request`], [`Metrics::quota_remaining`], [`Metrics::quota_waited`].
+//! - reload: [`Watch::reconfigure`]; end: [`Watch::close`] with [`notify::SHUTDOWN_GRACE`]
+//!   (daemon) or [`notify::ONCE_GRACE`] (`--once`), then persist
+//!   [`Watch::last_delivery_failure`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -23,8 +40,13 @@ use crate::resolver::Resolution;
 /// Why watching could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error(transparent)]
-    Listen(#[from] ListenError),
+    /// `metrics.listen` cannot be bound; names the config file.
+    #[error("{}: {source}", path.display())]
+    Listen {
+        path: std::path::PathBuf,
+        #[source]
+        source: ListenError,
+    },
     #[error(transparent)]
     Notify(#[from] NotifyError),
 }
@@ -33,7 +55,7 @@ impl WatchError {
     /// True when the configuration must change (the listen address is taken or not ours): exit
     /// 78, so that systemd does not restart into the same wall.
     pub fn is_config(&self) -> bool {
-        matches!(self, WatchError::Listen(_))
+        matches!(self, WatchError::Listen { .. })
     }
 }
 
@@ -60,7 +82,14 @@ impl Watch {
         };
         metrics.configure(config);
         let server = match &config.metrics {
-            Some(m) => Some(MetricsServer::start(m.listen, metrics.clone(), shutdown).await?),
+            Some(m) => Some(
+                MetricsServer::start(m.listen, metrics.clone(), shutdown)
+                    .await
+                    .map_err(|source| WatchError::Listen {
+                        path: config.path.clone(),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let notifier = Notifier::start(&config.notify, host.clone(), metrics.clone())?;
@@ -343,6 +372,28 @@ mod tests {
         assert_eq!(watch.last_delivery_failure(), None);
         watch.close(PATIENCE).await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_taken_listen_address_is_a_config_error() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = NotifyReceiver::start().await.unwrap();
+        let mut cfg = config(&receiver);
+        cfg.metrics = Some(MetricsConfig {
+            listen: taken.local_addr().unwrap(),
+        });
+        let err = Watch::start(&cfg, &CancellationToken::new())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.is_config());
+        assert!(
+            err.to_string()
+                .starts_with("/x/dynwall.toml: metrics.listen: cannot listen on"),
+            "{err}"
+        );
+        let app = crate::exit::AppError::from(err);
+        assert_eq!(app.code(), crate::exit::Code::Config);
     }
 
     #[tokio::test]

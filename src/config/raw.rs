@@ -240,7 +240,7 @@ pub struct RawMetrics {
     pub listen: Option<String>,
 }
 
-/// One `[[notify]]` table. Which keys a kind takes is checked in [`super::notify`], so that a
+/// One `[[notify]]` table. Which keys a kind takes is checked in `config::notify`, so that a
 /// key of another kind is named in the error.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

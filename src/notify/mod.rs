@@ -1,10 +1,10 @@
 //! Notifications: events sent to webhooks and ntfy topics, cycles pinged to healthchecks.io.
 //!
 //! Best-effort and never in the way: [`Notifier::notify`] is synchronous and returns at once; it
-//! builds each notifier's request ([`format`]) and queues it. Each notifier has its own bounded
+//! builds each notifier's request ([`mod@format`]) and queues it. Each notifier has its own bounded
 //! queue ([`QUEUE_CAPACITY`], the oldest dropped when full, with one warning per episode) and
 //! its own task that sends in order, each request bounded by the notifier's timeout and retried
-//! with backoff ([`deliver`]). A slow or dead notifier delays nobody but itself. The last
+//! with backoff ([`mod@deliver`]). A slow or dead notifier delays nobody but itself. The last
 //! delivery failure is kept for `status`.
 //!
 //! [`FailureStreak`] and [`Heartbeat`] are the pure edge detections fed by every cycle's outcome.
