@@ -20,7 +20,7 @@
 //!   [`Metrics::api_request`], [`Metrics::quota_remaining`], [`Metrics::quota_waited`].
 //! - reload: [`Watch::reconfigure`]; end: [`Watch::close`] with [`notify::SHUTDOWN_GRACE`]
 //!   (daemon) or [`notify::ONCE_GRACE`] (`--once`), then persist
-//!   [`Watch::last_delivery_failure`].
+//!   [`Watch::last_delivery_failure`] (also worth persisting after each cycle).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -249,9 +249,10 @@ impl Watch {
 
     /// Lets queued notifications go out for at most `grace` ([`notify::ONCE_GRACE`] at the end
     /// of `--once`, [`notify::SHUTDOWN_GRACE`] when the daemon stops), then stops the endpoint.
-    pub async fn close(self, grace: Duration) {
+    /// [`Watch::last_delivery_failure`] then says how the last of them went, to persist.
+    pub async fn close(&mut self, grace: Duration) {
         self.notifier.close(grace).await;
-        if let Some(server) = self.server {
+        if let Some(server) = self.server.take() {
             server.stop().await;
         }
     }
@@ -297,7 +298,7 @@ mod tests {
         let receiver = NotifyReceiver::start().await.unwrap();
         let cfg = config(&receiver);
         let shutdown = CancellationToken::new();
-        let watch = Watch::start(&cfg, &shutdown).await.unwrap();
+        let mut watch = Watch::start(&cfg, &shutdown).await.unwrap();
         let addr = watch.metrics_addr().unwrap();
         let indigo = CloudName::indigo();
         let home: IpAddr = "81.2.69.161".parse().unwrap();
@@ -399,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn a_once_run_notifies_and_serves_nothing() {
         let receiver = NotifyReceiver::start().await.unwrap();
-        let watch = Watch::notifiers_only(&config(&receiver)).unwrap();
+        let mut watch = Watch::notifiers_only(&config(&receiver)).unwrap();
         assert_eq!(watch.metrics_addr(), None);
         assert!(!watch.metrics().is_enabled());
         // The failure an earlier run persisted stays the last one until a newer one.
@@ -416,8 +417,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(receiver.received()[0].json()["event"], "ip_changed");
-        assert_eq!(watch.last_delivery_failure(), Some(earlier));
         watch.close(notify::ONCE_GRACE).await;
+        assert_eq!(watch.last_delivery_failure(), Some(earlier));
     }
 
     #[tokio::test]
