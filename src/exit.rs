@@ -84,6 +84,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     Setup(String),
+    /// The metrics endpoint or the notifiers could not start.
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     /// Remediation of an instance is given up; an operator should look.
     #[error("instance {0}: remediation given up after its budget was spent")]
     GivenUp(InstanceId),
@@ -100,6 +103,8 @@ impl AppError {
             AppError::Provider(p) => provider_code(p),
             AppError::Sync(s) => s.provider().map_or(Code::Failure, provider_code),
             AppError::Setup(_) | AppError::GivenUp(_) => Code::Failure,
+            AppError::Watch(w) if w.is_config() => Code::Config,
+            AppError::Watch(_) => Code::Failure,
         }
     }
 }

@@ -18,6 +18,9 @@
 //! - [`state`]: versioned state file, atomic writes, the lock.
 //! - [`exit`]: exit codes and the one mapping from errors to them.
 //! - [`systemd`], [`signals`], [`telemetry`]: the process's edges.
+//! - [`watch`]: what the operator watches, one handle for the engine: [`metrics`] (Prometheus
+//!   `/metrics` and `/healthz`, judged by [`health`], the rule `healthcheck` applies too) and
+//!   [`notify`] (events to webhooks and ntfy, cycle pings to healthchecks.io).
 //! - [`demo`]: `dynwall demo`, the story told on the simulators of the `dynwall-sim` crate
 //!   (built with the default `demo` feature).
 #![forbid(unsafe_code)]
@@ -29,9 +32,12 @@ pub mod cycle;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod exit;
+pub mod health;
 pub mod http_failure;
 pub mod ids;
+pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod probe;
 pub mod provider;
 pub mod resolver;
@@ -42,3 +48,6 @@ pub mod state;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testlog;
+pub mod watch;

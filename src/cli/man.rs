@@ -232,6 +232,38 @@ Remediations allowed per rolling window; then dynwall gives up on the instance u
 .TP
 \fBenabled\fR (default true)
 false: probe and report, never act.
+.SS [metrics]
+.TP
+\fBlisten\fR (off unless set; e.g. "127.0.0.1:9798")
+Serve the Prometheus text format at /metrics, and /healthz (200 while the last cycle succeeded
+within three intervals, else 503). A non\-loopback address shows this host's public address and
+instance ids to whoever reaches it.
+.SS [[notify]]
+.TP
+\fBkind\fR
+"webhook" (a JSON POST per event), "ntfy" (a push message per event) or "healthchecks"
+(/start, success and /fail pings per cycle).
+.TP
+\fBurl\fR, or \fBurl_file\fR
+Where to send: the webhook, the ntfy topic URL, the check's ping URL. https, except for loopback
+and local\-network hosts. Often a secret itself: shown masked in every message. A file is also
+read as the systemd credential of its name.
+.TP
+\fBevents\fR (default: all; webhook, ntfy)
+Among "ip_changed", "firewall_updated", "remediation", "gave_up" and "failing" (once when cycles
+start failing, once when they recover).
+.TP
+\fBtoken\fR, or \fBtoken_file\fR (webhook, ntfy)
+Sent as Authorization: Bearer.
+.TP
+\fBpriority\fR (ntfy; default: each event's own), \fBtags\fR (ntfy)
+1 to 5, or "min", "low", "default", "high", "max"; tags added to each event's own.
+.TP
+\fBperiod\fR (healthchecks; default "5m")
+A cycle whose outcome is unchanged is pinged when this long has passed since the last ping.
+.TP
+\fBtimeout\fR (default "10s")
+Per request; failures are retried (4 attempts over about 45 seconds), never holding up a cycle.
 "#;
 
 /// Files, environment, signals and exit codes.

@@ -7,6 +7,8 @@
 mod clouds;
 mod firewall;
 mod indigo;
+mod metrics;
+mod notify;
 mod openstack;
 mod probe;
 pub mod raw;
@@ -17,6 +19,8 @@ pub use crate::secret::Secret;
 pub use clouds::ConnectionSource;
 pub use firewall::*;
 pub use indigo::*;
+pub use metrics::*;
+pub use notify::*;
 pub use openstack::*;
 pub use probe::*;
 pub use resolver::*;
@@ -141,6 +145,10 @@ pub struct Config {
     pub openstack: BTreeMap<CloudName, OpenStackConfig>,
     pub firewalls: Vec<FirewallConfig>,
     pub probes: Vec<ProbeConfig>,
+    /// `[metrics]`: the Prometheus endpoint, off when `None`.
+    pub metrics: Option<MetricsConfig>,
+    /// `[[notify]]`: webhooks, ntfy topics and healthchecks.io checks.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,6 +252,13 @@ impl Config {
             ));
         }
         check_tracked_sources(&resolver, &firewalls, &tracked_families(&firewalls), path)?;
+        let metrics = metrics_from_raw(raw.metrics, path)?;
+        let notify = raw
+            .notify
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| notify_from_raw(n, i, path, env))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
@@ -252,6 +267,8 @@ impl Config {
             openstack,
             firewalls,
             probes,
+            metrics,
+            notify,
         })
     }
 
@@ -319,6 +336,33 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
             None => ConfigError::invalid(path, key, format!("{message}{location}")),
         }
     })
+}
+
+/// The keys a table of kind `kind` takes, from `table` (kind → keys); `Err` says `kind` is not
+/// a `noun` kind and lists those there are.
+pub(crate) fn keys_of_kind<'t>(
+    table: &'t [(&str, &'t [&'t str])],
+    kind: &str,
+    noun: &str,
+) -> Result<&'t [&'t str], String> {
+    match table.iter().find(|(k, _)| *k == kind) {
+        Some((_, keys)) => Ok(keys),
+        None => {
+            let names: Vec<String> = table.iter().map(|(k, _)| format!("{k:?}")).collect();
+            Err(format!(
+                "unknown {noun} kind {kind:?} (expected one of {})",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// The first key set in `present` (key, is set) that `allowed` does not list.
+pub(crate) fn stray_key<'k>(present: &[(&'k str, bool)], allowed: &[&str]) -> Option<&'k str> {
+    present
+        .iter()
+        .find(|(k, set)| *set && !allowed.contains(k))
+        .map(|(k, _)| *k)
 }
 
 /// Extracts the field name from serde's "unknown field `x`, expected …" message.

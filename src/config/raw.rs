@@ -26,6 +26,11 @@ pub struct RawConfig {
     pub firewall: Vec<RawFirewall>,
     #[serde(default)]
     pub probe: Vec<RawProbe>,
+    /// `[metrics]`: absent means no metrics endpoint.
+    pub metrics: Option<RawMetrics>,
+    /// `[[notify]]` tables.
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +231,83 @@ pub struct RawProbe {
     pub max_actions: Option<u32>,
     pub window: Option<Dur>,
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `ip:port` to serve `/metrics` and `/healthz` on.
+    pub listen: Option<String>,
+}
+
+/// One `[[notify]]` table. Which keys a kind takes is checked in `config::notify`, so that a
+/// key of another kind is named in the error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// `webhook`, `ntfy` or `healthchecks`.
+    pub kind: String,
+    /// Where to send (a ntfy topic URL, a healthchecks ping URL, a webhook); may hold a secret.
+    pub url: Option<String>,
+    /// A file holding the URL (surrounding whitespace trimmed), relative to the config's directory.
+    pub url_file: Option<String>,
+    /// `webhook`, `ntfy`: the events to send (default: all).
+    pub events: Option<Vec<String>>,
+    /// Per-request timeout.
+    pub timeout: Option<Dur>,
+    /// `webhook`, `ntfy`: a bearer token, inline or from a file.
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    /// `ntfy`: 1 to 5 or a name (`"high"`).
+    pub priority: Option<Scalar>,
+    /// `ntfy`: tags added to every message.
+    pub tags: Option<Vec<String>>,
+    /// `healthchecks`: the longest pause between pings while nothing changes.
+    pub period: Option<Dur>,
+}
+
+impl fmt::Debug for RawNotify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RawNotify")
+            .field("kind", &self.kind)
+            .field("url", &mask(&self.url))
+            .field("url_file", &self.url_file)
+            .field("events", &self.events)
+            .field("timeout", &self.timeout)
+            .field("token", &mask(&self.token))
+            .field("token_file", &self.token_file)
+            .field("priority", &self.priority)
+            .field("tags", &self.tags)
+            .field("period", &self.period)
+            .finish()
+    }
+}
+
+/// A value written as a number (`4`) or a string (`"high"`), kept as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A positive duration written as a string ("250ms", "30s", "5m", "1h").

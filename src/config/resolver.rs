@@ -360,16 +360,7 @@ pub(crate) fn source_from_raw(
     let key = |k: &str| format!("resolver.source[{i}].{k}");
     let err = |k: &str, reason: String| ConfigError::invalid(path, key(k), reason);
     let kind = s.kind.as_str();
-    let Some((_, allowed)) = SOURCE_KINDS.iter().find(|(k, _)| *k == kind) else {
-        let names: Vec<String> = SOURCE_KINDS.iter().map(|(k, _)| format!("{k:?}")).collect();
-        return Err(err(
-            "kind",
-            format!(
-                "unknown source kind {kind:?} (expected one of {})",
-                names.join(", ")
-            ),
-        ));
-    };
+    let allowed = keys_of_kind(SOURCE_KINDS, kind, "source").map_err(|r| err("kind", r))?;
     let present = [
         ("url", s.url.is_some()),
         ("field", s.field.is_some()),
@@ -380,7 +371,7 @@ pub(crate) fn source_from_raw(
         ("ssdp", s.ssdp.is_some()),
         ("command", s.command.is_some()),
     ];
-    if let Some((stray, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+    if let Some(stray) = stray_key(&present, allowed) {
         return Err(err(
             stray,
             format!(

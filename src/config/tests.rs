@@ -60,7 +60,20 @@ fn the_shipped_example_parses() {
     assert!(cfg.probes.is_empty());
     assert_eq!(cfg.tracked_families(), [Family::Ipv4]);
 
+    assert_eq!(cfg.metrics, None);
+    assert!(cfg.notify.is_empty());
+
     // Its examples are valid as they stand once uncommented ("# key = …" → "key = …").
+    for (file, content) in [
+        ("ntfy_url", "https://ntfy.sh/dynwall-Xq7r9Tz2\n"),
+        ("ntfy_token", "tk_example\n"),
+        (
+            "healthchecks_url",
+            "https://hc-ping.com/5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278\n",
+        ),
+    ] {
+        std::fs::write(dir.path().join(file), content).unwrap();
+    }
     let uncommented = uncomment_examples(&text);
     let cfg = Config::parse(&uncommented, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
     assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
@@ -68,6 +81,13 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
     assert_eq!(cfg.probes[0].address, None);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+    assert_eq!(
+        cfg.metrics.unwrap().listen.to_string(),
+        crate::config::EXAMPLE_LISTEN
+    );
+    let kinds: Vec<&str> = cfg.notify.iter().map(|n| n.kind.name()).collect();
+    assert_eq!(kinds, ["ntfy", "healthchecks", "webhook"]);
+    assert_eq!(cfg.notify[0].label(), "notify[0] ntfy https://ntfy.sh/***");
 }
 
 /// `text` with every commented-out example line made live: a line that is `# ` followed by a

@@ -6,6 +6,7 @@ use super::parse::SNIPPET_CHARS;
 use super::testserver::TestServer;
 use super::*;
 use crate::config::{JsonField, SourceConfig};
+use crate::testlog::Logs;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -637,38 +638,6 @@ async fn a_disagreement_names_every_address_and_its_sources() {
         "sources disagree: 81.2.69.160 from fake a; 81.2.69.161 from fake b; \
          93.184.216.34 from fake liar"
     );
-}
-
-/// A `tracing` writer collecting everything logged in a test.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Collects what this thread logs at info level and above until the guard is dropped.
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
-    }
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@
 //! - [`SaltSim`] ([`salt`]): VMware's Salt cloud API (CSP token exchange, Tornado XSRF, login,
 //!   the RPC bridge running saved jobs) whose jobs can cure a simulated machine through a callback.
 //! - [`IpEcho`]: a public-IP echo service whose answer, status and latency can be changed live.
+//! - [`NotifyReceiver`]: a webhook endpoint, ntfy server and healthchecks.io ping endpoint in
+//!   one, recording every request, with scripted failures and hanging.
 //!
 //! The cloud simulators give every machine a fake SSH endpoint on its own loopback port, which
 //! sends a version line only while the machine runs, its guest is responsive and its firewall
@@ -28,6 +30,7 @@ mod ids;
 mod indigo;
 mod lease;
 pub mod openstack;
+mod receiver;
 pub mod salt;
 mod server;
 mod ssh;
@@ -40,4 +43,5 @@ pub use indigo::{
     SimTemplate,
 };
 pub use openstack::OpenStackSim;
+pub use receiver::{NotifyReceiver, Received};
 pub use salt::SaltSim;
