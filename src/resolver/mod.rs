@@ -22,6 +22,7 @@ pub mod dns;
 pub mod http;
 pub mod interface;
 pub mod json;
+mod names;
 pub mod stun;
 #[cfg(test)]
 mod testfakes;
