@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin="$(bash packaging/build-release.sh | tail -n 1)"
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)"
 tags=("$@")
 [ "${#tags[@]}" -gt 0 ] || tags=("dynwall:$version" "dynwall:latest")
 

@@ -18,7 +18,7 @@ export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-s
 cargo build --release --locked --target "$triple" >&2
 bin="${CARGO_TARGET_DIR:-target}/$triple/release/dynwall"
 # A dynamically linked executable names its loader in a PT_INTERP header; a static one has none.
-if readelf -lW "$bin" | grep -q 'INTERP'; then
+if readelf -lW "$bin" | grep INTERP >/dev/null; then
     echo "$bin is not statically linked: $(readelf -lW "$bin" | grep -A1 INTERP)" >&2
     exit 1
 fi

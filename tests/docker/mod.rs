@@ -159,14 +159,32 @@ pub fn test_tag(repository: &str) -> String {
 /// when it fails. Its stdout.
 pub fn packaging_script(script: &str, args: &[&str]) -> String {
     let started = Instant::now();
-    let out = std::process::Command::new("bash")
-        .arg(repo().join("packaging").join(script))
+    let mut c = std::process::Command::new("bash");
+    c.arg(repo().join("packaging").join(script))
         .args(args)
-        .current_dir(repo())
-        .env_remove("RUSTFLAGS")
-        .output()
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
+        .current_dir(repo());
+    // What `cargo test` sets for a test process (CARGO_PKG_*, LD_LIBRARY_PATH, …) must not
+    // reach the nested cargo: the release build would look changed and start over.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let keep = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR"].contains(&k.as_ref());
+        if !keep
+            && (k.starts_with("CARGO")
+                || k.starts_with("RUST")
+                || k == "LD_LIBRARY_PATH"
+                || k == "OUT_DIR")
+        {
+            c.env_remove(k.as_ref());
+        }
+    }
+    let out = c.output().unwrap_or_else(|e| panic!("{script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        notice(&format!(
+            "{script} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     assert!(
         out.status.success(),
         "{script} failed: {stdout}{}",
