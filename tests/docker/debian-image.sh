@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# debian-image.sh TAG: a Debian 12 root file system with systemd, made here (debootstrap from
-# Debian's mirror, then `docker import`), for the tests that boot systemd in a container. The
-# image is the cache: when TAG exists this does nothing, so only the first run pays the ~2-3
-# minutes. The tests name TAG after a hash of this file, so a changed recipe makes a new image.
+# debian-image.sh: a Debian 12 root file system with systemd, made here (debootstrap from
+# Debian's mirror, then `docker import`), for the tests that boot systemd in a container.
+# Prints the image's tag on stdout. The image is the cache: its tag is a hash of this file, and
+# when it exists this does nothing, so only the first run (or a changed recipe) pays the ~2-3
+# minutes. .ci/run removes these images first, so CI always builds from nothing.
 set -euo pipefail
-[ $# -eq 1 ] || { echo "usage: $0 TAG" >&2; exit 2; }
-tag="$1"
+tag="dynwall-test-debian:$(sha256sum "$0" | cut -c1-16)"
 
 # One build at a time on this machine (two test processes, or CI's early start of it).
 exec 9>/var/tmp/dynwall-test-debian.lock
 flock 9
 if docker image inspect "$tag" >/dev/null 2>&1; then
-    echo "$tag: cached"
+    echo "$tag: cached" >&2
+    echo "$tag"
     exit 0
 fi
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -32,4 +33,5 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 ln -sf /dev/null "$root/etc/systemd/system/getty.target"
 tar -C "$root" -c --numeric-owner . \
     | docker import --change 'ENV container=docker' --change 'CMD ["/sbin/init"]' - "$tag" >/dev/null
-echo "$tag: built in $((SECONDS - start)) s"
+echo "$tag: built in $((SECONDS - start)) s" >&2
+echo "$tag"
