@@ -93,10 +93,14 @@ impl Outside {
         self.api_relay = Some(Relay::start(l, self.sim().addr()));
     }
 
-    /// The simulator goes away: the API port in the container refuses from now on.
-    fn stop_sim(&mut self) {
+    /// The simulator goes away (the API port in the container refuses from now on) while the
+    /// home address moves, so that a cycle needs the API and cannot have it.
+    fn lose_api_while_the_address_moves(&mut self) {
         self.api_relay = None;
         self.sim = None;
+        for e in &self.echoes {
+            e.set_ip(OLD_IP);
+        }
     }
 }
 
@@ -154,6 +158,25 @@ async fn wait_health(name: &str, want: &str, limit: Duration) -> Duration {
     })
     .await;
     start.elapsed()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Waits until the state on the volume records a successful cycle that ended at `since` or
+/// later: the new container has done its work.
+async fn wait_cycle_since(volume_dir: &Path, since: u64, what: &str) {
+    wait_for(LIMIT, what, || async {
+        let st = state_in(volume_dir);
+        (st["last_cycle"]["ok"] == true
+            && st["last_cycle"]["finished_at"].as_u64().unwrap_or(0) >= since)
+            .then_some(())
+    })
+    .await;
 }
 
 fn state_in(volume_dir: &Path) -> serde_json::Value {
@@ -346,28 +369,16 @@ async fn the_image_runs_confined_syncs_reports_health_stops_and_keeps_its_state(
             "1s",
         ],
     );
-    let restarted = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let restarted = unix_now();
     docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     out.relay_api_into(&second).await;
     wait_health(&second, "healthy", LIMIT).await;
-    wait_for(LIMIT, "a cycle of the second container", || async {
-        let st = state_in(&state_dir);
-        (st["last_cycle"]["ok"] == true
-            && st["last_cycle"]["finished_at"].as_u64().unwrap_or(0) >= restarted)
-            .then_some(())
-    })
-    .await;
+    wait_cycle_since(&state_dir, restarted, "a cycle of the second container").await;
     assert_eq!(out.writes(), 1, "the state survived docker rm");
     check_confinement(&second, &volume).await;
 
     // The API goes away while the address moves: cycles fail, the container turns unhealthy.
-    out.stop_sim();
-    for e in &out.echoes {
-        e.set_ip(OLD_IP);
-    }
+    out.lose_api_while_the_address_moves();
     let to_unhealthy = wait_health(&second, "unhealthy", LIMIT).await;
     let log = inspect(&second, "{{range .State.Health.Log}}{{.Output}}{{end}}").await;
     assert!(log.contains("last cycle failed"), "{log}");
@@ -503,10 +514,7 @@ async fn the_shipped_compose_file_comes_up_confined_healthy_and_keeps_its_state(
     ok(run(&["rm", "-f"])).await;
 
     // Up again on the same named volume: no second write.
-    let restarted = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let restarted = unix_now();
     ok(run(&["up", "-d", "--no-build"])).await;
     let name = docker_ok(&[
         "ps",
@@ -517,19 +525,10 @@ async fn the_shipped_compose_file_comes_up_confined_healthy_and_keeps_its_state(
     .await;
     out.relay_api_into(&name).await;
     wait_health(&name, "healthy", LIMIT).await;
-    wait_for(LIMIT, "a cycle after compose up", || async {
-        let st = state_in(&state_dir);
-        (st["last_cycle"]["ok"] == true
-            && st["last_cycle"]["finished_at"].as_u64().unwrap_or(0) >= restarted)
-            .then_some(())
-    })
-    .await;
+    wait_cycle_since(&state_dir, restarted, "a cycle after compose up").await;
     assert_eq!(out.writes(), 1, "the state survived compose rm");
 
-    out.stop_sim();
-    for e in &out.echoes {
-        e.set_ip(OLD_IP);
-    }
+    out.lose_api_while_the_address_moves();
     wait_health(&name, "unhealthy", LIMIT).await;
     drop(cleanup);
 }
