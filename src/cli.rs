@@ -1,11 +1,22 @@
 //! Command-line definitions (clap), and the completion scripts and man page generated from them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 pub use clap_complete::Shell;
 
+mod man;
+
+pub use man::man_page;
+
+const ONCE_HELP: &str = "Run one sync cycle and one probe round, then exit (for cron and timers)";
+const DRY_RUN_HELP: &str = "Do everything but writes and power actions; print the planned changes";
+
 /// Keeps a cloud firewall rule on your dynamic home IP and your VPS instances alive.
+///
+/// `--once` and `--dry-run` belong to the daemon: `dynwall --once` and `dynwall run --once` are
+/// the same. Parse with [`parse`] (or [`try_parse_from`]), which accepts them in both places.
 #[derive(Debug, Parser)]
 #[command(name = "dynwall", version, about, long_about = None)]
 pub struct Cli {
@@ -13,12 +24,10 @@ pub struct Cli {
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Run one sync cycle and one probe round, then exit (for cron and timers).
-    #[arg(long, global = true)]
+    #[arg(long, help = ONCE_HELP)]
     pub once: bool,
 
-    /// Do everything but writes and power actions; print the planned changes.
-    #[arg(long, global = true)]
+    #[arg(long, help = DRY_RUN_HELP)]
     pub dry_run: bool,
 
     /// Log format on stderr.
@@ -32,6 +41,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: sync and probe loops until SIGTERM/SIGINT (the default).
+    #[command(
+        arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help(ONCE_HELP)),
+        arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue).help(DRY_RUN_HELP))
+    )]
     Run,
     /// Validate the config, authenticate, read each template and print the plan.
     Check,
@@ -67,6 +80,26 @@ pub enum Command {
     Man,
 }
 
+/// The command line of this process; on a usage error, prints it and exits 2 (`--help` and
+/// `--version` print and exit 0).
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` (the program name first). `run --once` and `run --dry-run` set the same fields
+/// as `--once` and `--dry-run` before any command.
+pub fn try_parse_from(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Some(("run", run)) = matches.subcommand() {
+        cli.once |= run.get_flag("once");
+        cli.dry_run |= run.get_flag("dry_run");
+    }
+    Ok(cli)
+}
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -84,75 +117,6 @@ pub fn completions(shell: Shell) -> Vec<u8> {
     clap_complete::generate(shell, &mut Cli::command(), "dynwall", &mut out);
     out
 }
-
-/// The man page: clap's rendering of the definitions above, plus the sections a manual needs
-/// that clap does not know about (files, environment, signals, exit status).
-pub fn man_page() -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-    out.extend_from_slice(MAN_EXTRA.as_bytes());
-    Ok(out)
-}
-
-const MAN_EXTRA: &str = r#".SH FILES
-.TP
-\fI/etc/dynwall/dynwall.toml\fR
-The configuration (\fB\-c\fR, else \fB$DYNWALL_CONFIG\fR, else this path).
-.TP
-\fI/var/lib/dynwall/state.json\fR
-The persisted state (last address, last cycle, each template); \fB$STATE_DIRECTORY\fR under systemd.
-.TP
-\fI/var/lib/dynwall/dynwall.lock\fR
-Held by the daemon for its whole life and by a \fB\-\-once\fR run for its run.
-.SH ENVIRONMENT
-.TP
-\fBDYNWALL_CONFIG\fR
-The configuration file when \fB\-c\fR is not given.
-.TP
-\fBCREDENTIALS_DIRECTORY\fR
-Set by systemd's \fBLoadCredential=\fR; the files \fIindigo_api_key\fR and \fIindigo_api_secret\fR in it hold the API credentials.
-.TP
-\fBDYNWALL_INDIGO_API_KEY\fR, \fBDYNWALL_INDIGO_API_SECRET\fR
-The API credentials, when the configuration names no other source.
-.TP
-\fBSTATE_DIRECTORY\fR
-Set by systemd's \fBStateDirectory=\fR; the default state directory.
-.TP
-\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
-Set by systemd for \fBType=notify\fR services: readiness, status lines and watchdog keep-alives.
-.TP
-\fBRUST_LOG\fR
-Log filter (default \fIinfo\fR).
-.SH SIGNALS
-.TP
-\fBSIGTERM\fR, \fBSIGINT\fR
-Stop promptly, leaving valid state; exit 0.
-.TP
-\fBSIGHUP\fR
-Reload the configuration; an invalid one is reported and the previous one stays in force.
-.SH EXIT STATUS
-.TP
-\fB0\fR
-In sync, whether or not a write was needed.
-.TP
-\fB1\fR
-Any other failure.
-.TP
-\fB2\fR
-Bad command-line usage.
-.TP
-\fB69\fR
-No usable public address, or the API unreachable after 3 attempts.
-.TP
-\fB75\fR
-Temporary: another dynwall holds the lock, or the API quota did not reset in time.
-.TP
-\fB77\fR
-The provider rejected the credentials.
-.TP
-\fB78\fR
-Invalid configuration.
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -173,17 +137,78 @@ mod tests {
         }
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        try_parse_from(std::iter::once("dynwall").chain(args.iter().copied()))
+    }
+
     #[test]
-    fn the_man_page_is_roff_with_our_sections() {
+    fn once_and_dry_run_belong_to_the_daemon_only() {
+        for args in [
+            &["--once"][..],
+            &["run", "--once"],
+            &["--once", "--dry-run"],
+            &["run", "--once", "--dry-run"],
+            &["-c", "/x.toml", "run", "--dry-run", "--once"],
+        ] {
+            let cli = parse(args).unwrap();
+            assert!(cli.once, "{args:?}");
+            assert!(matches!(cli.command, None | Some(Command::Run)), "{args:?}");
+        }
+        let cli = parse(&["run", "--dry-run"]).unwrap();
+        assert!(cli.dry_run && !cli.once);
+        let cli = parse(&["run"]).unwrap();
+        assert!(!cli.dry_run && !cli.once);
+        for args in [
+            &["check", "--once"][..],
+            &["ip", "--dry-run"],
+            &["status", "--once"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}"
+            );
+        }
+        // Nor do other commands' help texts list them.
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands() {
+            let has = |id: &str| sub.get_arguments().any(|a| a.get_id() == id);
+            let daemon = sub.get_name() == "run";
+            assert_eq!(has("once"), daemon, "{}", sub.get_name());
+            assert_eq!(has("dry_run"), daemon, "{}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn the_man_page_is_one_roff_page_with_our_sections() {
         let text = String::from_utf8(man_page().unwrap()).unwrap();
         assert!(text.contains(".TH dynwall 1"), "{text}");
         for s in [
             ".SH SYNOPSIS",
-            ".SH SUBCOMMANDS",
+            ".SH OPTIONS",
+            ".SH COMMANDS",
+            ".SH CONFIGURATION",
+            ".SH FILES",
             ".SH EXIT STATUS",
             "healthcheck",
+            "[[resolver.source]]",
+            "api_key_file",
+            "max_actions",
         ] {
             assert!(text.contains(s), "{s} missing");
         }
+        // No reference to pages that are not shipped (dynwall-ip(1) and the like).
+        assert!(!text.contains("dynwall\\-"), "{text}");
+        assert!(!text.contains("dynwall-"), "{text}");
+        // Every command is documented, with its options.
+        for sub in Cli::command().get_subcommands() {
+            let line = format!("dynwall {}", sub.get_name());
+            assert!(text.contains(&line), "{line} missing");
+        }
+        assert!(text.contains("\\fB\\-\\-json\\fR"), "{text}");
+        // One apostrophe preamble, at the top.
+        assert_eq!(text.matches(".ds Aq").count(), 2, "{text}");
     }
 }

@@ -6,6 +6,8 @@
 //! - [`cli`]: the command line (clap definitions only); [`app`]: the commands wired together.
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
 //! - [`ids`], [`secret`]: identifiers and secrets, used everywhere and depending on nothing.
+//! - [`http_failure`]: why an HTTP request failed, in words (DNS, connect, TLS, timeout, an
+//!   HTML page where data was expected); shared by the IP sources and the cloud clients.
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`resolver`]: public-IP sources behind the [`resolver::Resolver`] trait, and quorum.
 //! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
@@ -27,6 +29,7 @@ pub mod cycle;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod exit;
+pub mod http_failure;
 pub mod ids;
 pub mod net;
 pub mod probe;

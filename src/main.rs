@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = dynwall::cli::Cli::parse();
+    let cli = dynwall::cli::parse();
     dynwall::telemetry::init(cli.log_format);
     // One thread is plenty for a daemon that waits on timers and a few sockets, and keeps the
     // resident set small.

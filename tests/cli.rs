@@ -55,3 +55,41 @@ fn help_documents_both_commands() {
         "{text}"
     );
 }
+
+#[test]
+fn once_and_dry_run_are_offered_only_where_they_work() {
+    for sub in ["check", "ip", "status", "healthcheck", "demo"] {
+        let out = dynwall(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("--once") && !text.contains("--dry-run"),
+            "{sub} --help offers the daemon's flags:\n{text}"
+        );
+        let out = dynwall(&[sub, "--once"]);
+        assert_eq!(out.status.code(), Some(2), "{sub} --once is a usage error");
+    }
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let out = dynwall(args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("--once") && text.contains("--dry-run"),
+            "{args:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn the_man_page_points_to_no_missing_page() {
+    let out = dynwall(&["man"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // clap_mangen's default SUBCOMMANDS section names dynwall-ip(1) and the like, which no
+    // package ships; the commands are sections of this one page instead.
+    assert!(
+        !text.contains("dynwall\\-ip") && !text.contains("(1)"),
+        "{text}"
+    );
+    for s in [".SH COMMANDS", ".SH CONFIGURATION", "\\fBdynwall ip\\fR"] {
+        assert!(text.contains(s), "{s} missing");
+    }
+}

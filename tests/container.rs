@@ -43,9 +43,18 @@ fn the_container_config_parses_with_its_secrets_from_run_secrets() {
     .expect("the container example is valid");
     assert_eq!(cfg.daemon.state_dir, PathBuf::from("/var/lib/dynwall"));
     assert_eq!(cfg.daemon.interval, Duration::from_secs(60));
-    assert_eq!(cfg.indigo.api_key.expose(), "key-from-secret");
-    assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-secret");
-    assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_key.expose(),
+        "key-from-secret"
+    );
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "secret-from-secret"
+    );
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().endpoint.as_str(),
+        "https://api.customer.jp/"
+    );
     assert_eq!(cfg.firewalls.len(), 1);
     // No [resolver] table: the built-in sources, two of which must agree.
     let sources = dynwall::resolver::ResolverSet::from_config(&cfg.resolver).expect("sources");

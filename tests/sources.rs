@@ -212,9 +212,11 @@ async fn ip_shows_every_kind_and_both_families() {
         )),
         "{stdout}"
     );
+    // No firewall tracks IPv6 here; `ip` asks it anyway, and says so.
     assert!(
         stdout.contains(&format!(
-            "IPv6 public address: {NEW_IP6} (2 of 2 sources agree, quorum 2)"
+            "IPv6 public address: {NEW_IP6} (2 of 2 sources agree, quorum 2; no firewall tracks \
+             IPv6)"
         )),
         "{stdout}"
     );
@@ -229,6 +231,8 @@ async fn ip_shows_every_kind_and_both_families() {
     assert_eq!(families[1]["family"], "ipv6");
     assert_eq!(families[1]["address"], NEW_IP6);
     assert_eq!(families[1]["agreeing"], 2);
+    assert_eq!(families[0]["tracked"], true);
+    assert_eq!(families[1]["tracked"], false);
     let sources = v["sources"].as_array().expect("sources");
     assert_eq!(sources.len(), 6);
     let command = sources
@@ -277,9 +281,11 @@ async fn ip_exits_69_and_says_why_when_no_family_reaches_quorum() {
         stdout.contains("IPv4 public address: none: no source produced an acceptable address"),
         "{stdout}"
     );
-    // Each failing source is logged once, as a warning.
+    // Each failure is printed once, in the table: not again as a log line.
+    assert_eq!(stdout.matches("no route to host").count(), 1, "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("IP source failing").count(), 3, "{stderr}");
+    assert!(!stderr.contains("IP source failing"), "{stderr}");
+    assert!(!stderr.contains("no route to host"), "{stderr}");
 }
 
 #[tokio::test]
@@ -304,4 +310,150 @@ async fn a_disagreement_names_each_address_and_its_sources() {
             honest.addr, liar.addr
         )
     );
+}
+
+/// A home router on 127.0.0.1 answering UPnP IGD requests as miniupnpd does when its WAN address
+/// is carrier-grade NAT (2.2 and later): an empty `NewExternalIPAddress`. Stops when dropped.
+struct CgnatRouter {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for CgnatRouter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const WANIP: &str = "urn:schemas-upnp-org:service:WANIPConnection:1";
+
+impl CgnatRouter {
+    async fn start() -> CgnatRouter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(CgnatRouter::serve(stream));
+            }
+        });
+        CgnatRouter { addr, task }
+    }
+
+    async fn serve(mut stream: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        // The request head, and the SOAP body when there is one (it is not needed).
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        let body = if head.starts_with("GET /rootDesc.xml ") {
+            format!(
+                "<?xml version=\"1.0\"?>\r\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\">\
+                 <device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1\
+                 </deviceType><deviceList><device><deviceType>\
+                 urn:schemas-upnp-org:device:WANDevice:1</deviceType><deviceList><device>\
+                 <deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>\
+                 <serviceList><service><serviceType>{WANIP}</serviceType>\
+                 <controlURL>/ctl/IPConn</controlURL></service></serviceList></device>\
+                 </deviceList></device></deviceList></device></root>"
+            )
+        } else if head.starts_with("POST /ctl/IPConn ") {
+            format!(
+                "<?xml version=\"1.0\"?>\r\n<s:Envelope \
+                 xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                 s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body>\
+                 <u:GetExternalIPAddressResponse xmlns:u=\"{WANIP}\">\
+                 <NewExternalIPAddress></NewExternalIPAddress>\
+                 </u:GetExternalIPAddressResponse></s:Body></s:Envelope>\r\n"
+            )
+        } else {
+            return;
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nConnection: close\r\n\
+             Content-Length: {}\r\nServer: Debian/12 UPnP/1.1 MiniUPnPd/2.3.3\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_router_behind_carrier_grade_nat_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = CgnatRouter::start().await;
+    let honest = Fake::dns("127.0.0.1:0", Reply::Address(NEW_IP)).await;
+    let sources = format!(
+        "[[resolver.source]]\nkind = \"upnp\"\nurl = \"http://{}/rootDesc.xml\"\n{}",
+        router.addr,
+        dns_source(honest.addr, "A", "")
+    );
+    let cfg = config(dir.path(), &sources);
+    let out = run(&cfg, &["ip"]).await;
+    // Two sources, so a quorum of two: the router's failure leaves the DNS source alone.
+    assert_eq!(code(&out), 69, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("upnp "))
+        .unwrap_or_else(|| panic!("no upnp row in\n{stdout}"));
+    assert!(
+        row.contains(
+            "failed: the router reports no external address: this is what a router \
+                      behind carrier-grade NAT or behind another router (double NAT) answers"
+        ),
+        "{row}"
+    );
+    assert!(!row.contains("is it connected"), "{row}");
+}
+
+#[tokio::test]
+async fn the_readme_example_starts_without_a_word_about_ipv6() {
+    // quorum 2 with two IPv4 sources and one IPv6 source; the firewall tracks IPv4 only.
+    let w = common::World::new().await;
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        &format!(
+            "[[firewall]]\ntemplate = {}\ninstances = [{}, {}]\n",
+            common::TEMPLATE,
+            common::WEB,
+            common::DB
+        ),
+        "[[resolver.source]]\nkind = \"http\"\nfamily = \"ipv6\"\nurl = \"http://[::1]:9/\"\n",
+    );
+    for _ in 0..2 {
+        let out = run(&cfg, &["--once"]).await;
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("IPv6"), "{stderr}");
+        assert!(!stderr.contains("WARN"), "{stderr}");
+    }
+    // Tracking IPv6 with that one source cannot work: refused before anything happens.
+    let both = w.config_with(
+        "interval = \"1s\"",
+        &format!(
+            "[[firewall]]\ntemplate = {}\ninstances = [{}, {}]\nfamily = \"both\"\n",
+            common::TEMPLATE,
+            common::WEB,
+            common::DB
+        ),
+        "[[resolver.source]]\nkind = \"http\"\nfamily = \"ipv6\"\nurl = \"http://[::1]:9/\"\n",
+    );
+    let calls = w.sim.call_log().len();
+    let out = run(&both, &["--once"]).await;
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("resolver.quorum: 2 IPv6 sources must agree, but only 1 IPv6 source"),
+        "{stderr}"
+    );
+    assert_eq!(w.sim.call_log().len(), calls, "nothing reached the API");
 }

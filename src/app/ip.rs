@@ -16,6 +16,12 @@ fn family_key(f: Family) -> &'static str {
 /// Prints every answer of `resolutions` as one aligned table (source, family, answer, latency,
 /// verdict), then the agreed address of each family or why there is none.
 pub(super) fn print_resolutions(out: &mut impl Write, resolutions: &[Resolution]) {
+    let all: Vec<Family> = resolutions.iter().map(|r| r.family).collect();
+    print_table(out, resolutions, &all);
+}
+
+/// [`print_resolutions`], saying of each family outside `tracked` that no firewall tracks it.
+fn print_table(out: &mut impl Write, resolutions: &[Resolution], tracked: &[Family]) {
     let mut rows: Vec<[String; 5]> = vec![[
         "SOURCE".into(),
         "FAMILY".into(),
@@ -48,24 +54,32 @@ pub(super) fn print_resolutions(out: &mut impl Write, resolutions: &[Resolution]
     let _ = writeln!(out);
     for r in resolutions {
         let family = family_name(r.family);
+        let note = (!tracked.contains(&r.family)).then(|| format!("no firewall tracks {family}"));
         let _ = match &r.outcome {
             Ok(ip) => writeln!(
                 out,
-                "{family} public address: {ip} ({} of {} sources agree, quorum {})",
+                "{family} public address: {ip} ({} of {} sources agree, quorum {}{})",
                 r.agreeing(),
                 r.answers.len(),
-                r.quorum
+                r.quorum,
+                note.map_or(String::new(), |n| format!("; {n}"))
             ),
-            Err(e) => writeln!(out, "{family} public address: none: {e}"),
+            Err(e) => writeln!(
+                out,
+                "{family} public address: none: {e}{}",
+                note.map_or(String::new(), |n| format!(" ({n})"))
+            ),
         };
     }
 }
 
 /// `dynwall ip`: resolves every family that has sources (all of them asked, none cut short) and
-/// prints each answer and the agreed addresses. Exit 0 when at least one family reached quorum.
+/// prints each answer and the agreed addresses, once each (no log line repeats a failure the
+/// table shows). Exit 0 when every family a firewall tracks reached quorum. Needs no secret.
 pub(super) async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
-    let cfg = load(path)?;
-    let resolvers = build_resolvers(&cfg)?;
+    let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
+    let tracked = cfg.tracked_families();
+    let resolvers = build_resolvers(&cfg)?.quiet();
     let resolutions: Vec<Resolution> = futures::future::join_all(
         resolvers
             .families()
@@ -75,11 +89,16 @@ pub(super) async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
     .await;
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{:#}", resolutions_json(&resolutions));
+        let _ = writeln!(out, "{:#}", resolutions_json(&resolutions, &tracked));
     } else {
-        print_resolutions(&mut out, &resolutions);
+        print_table(&mut out, &resolutions, &tracked);
     }
-    Ok(if resolutions.iter().any(|r| r.outcome.is_ok()) {
+    let settled = |f: &Family| {
+        resolutions
+            .iter()
+            .any(|r| r.family == *f && r.outcome.is_ok())
+    };
+    Ok(if tracked.iter().all(settled) {
         Code::Ok
     } else {
         Code::Unavailable
@@ -87,9 +106,9 @@ pub(super) async fn ip(path: &Path, json: bool) -> Result<Code, AppError> {
 }
 
 /// The `--json` document of `dynwall ip`: `sources` (every answer), `families` (the outcome
-/// per family), and, for scripts written before IPv6 sources, `address`, `quorum` and `error` of
-/// the first family (IPv4 when it has sources).
-fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
+/// per family, and whether a firewall tracks it), and, for scripts written before IPv6 sources,
+/// `address`, `quorum` and `error` of the first family (IPv4 when it has sources).
+fn resolutions_json(resolutions: &[Resolution], tracked: &[Family]) -> serde_json::Value {
     let sources: Vec<_> = resolutions
         .iter()
         .flat_map(|r| &r.answers)
@@ -116,6 +135,7 @@ fn resolutions_json(resolutions: &[Resolution]) -> serde_json::Value {
         .map(|r| {
             serde_json::json!({
                 "family": family_key(r.family),
+                "tracked": tracked.contains(&r.family),
                 "quorum": r.quorum,
                 "agreeing": r.agreeing(),
                 "address": r.outcome.as_ref().ok().map(|ip| ip.to_string()),

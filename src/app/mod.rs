@@ -85,7 +85,13 @@ pub fn build_provider(
     cfg: &Config,
     shutdown: CancellationToken,
 ) -> Result<Arc<dyn Provider>, AppError> {
-    let client = IndigoClient::new(&cfg.indigo, shutdown)
+    let indigo = cfg.indigo.as_ref().ok_or_else(|| {
+        AppError::Setup(format!(
+            "{}: this build serves only the [indigo] cloud, and the config has none",
+            cfg.path.display()
+        ))
+    })?;
+    let client = IndigoClient::new(indigo, shutdown)
         .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?;
     Ok(Arc::new(client))
 }

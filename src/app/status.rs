@@ -1,4 +1,5 @@
-//! `dynwall status`, `healthcheck` and `reset`: read (or flag) the persisted state, without the lock.
+//! `dynwall status`, `healthcheck` and `reset`: read (or flag) the persisted state, without the lock
+//! and without the API secrets.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +15,7 @@ fn ago(t: u64) -> String {
 }
 
 pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
-    let cfg = load(path)?;
+    let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     let dir = &cfg.daemon.state_dir;
     let st = state::read_unlocked(dir)?;
     let mut out = std::io::stdout().lock();
@@ -116,7 +117,7 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
 }
 
 pub(super) fn healthcheck(path: &Path) -> Result<Code, AppError> {
-    let cfg = load(path)?;
+    let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     let verdict = match state::read_unlocked(&cfg.daemon.state_dir) {
         Ok(Some(st)) => match st.last_cycle {
             Some(c) => {
@@ -153,7 +154,7 @@ pub(super) fn healthcheck(path: &Path) -> Result<Code, AppError> {
 /// Leaves a reset request for `instance` in the state directory; the next probe round (of the
 /// daemon or of a `--once` run) clears the instance's budget and "given up" mark.
 pub(super) fn reset(path: &Path, instance: &str) -> Result<Code, AppError> {
-    let cfg = load(path)?;
+    let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     if !cfg.probes.iter().any(|p| p.instance.0 == instance) {
         eprintln!(
             "dynwall: instance {instance} has no [[probe]] in {}",

@@ -57,6 +57,7 @@ pub(crate) fn indigo_from_raw(
             file: raw.api_key_file,
             credential: "indigo_api_key",
             env: &["DYNWALL_INDIGO_API_KEY", "IndigoApiKey"],
+            fallback: None,
         },
     )?;
     let api_secret = secret(
@@ -69,6 +70,7 @@ pub(crate) fn indigo_from_raw(
             file: raw.api_secret_file,
             credential: "indigo_api_secret",
             env: &["DYNWALL_INDIGO_API_SECRET", "IndigoApiPrivateKey"],
+            fallback: None,
         },
     )?;
     Ok(IndigoConfig {

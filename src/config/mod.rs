@@ -4,24 +4,29 @@
 //! `$CREDENTIALS_DIRECTORY`); it does so through an [`Env`] so tests never mutate the process
 //! environment. Every error names the file, the dotted key and the reason.
 
+mod clouds;
 mod firewall;
 mod indigo;
+mod openstack;
 mod probe;
 pub mod raw;
 mod resolver;
 mod secrets;
 
 pub use crate::secret::Secret;
+pub use clouds::ConnectionSource;
 pub use firewall::*;
 pub use indigo::*;
+pub use openstack::*;
 pub use probe::*;
 pub use resolver::*;
 pub(crate) use secrets::*;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::ids::CloudName;
 use crate::net::Family;
 use crate::provider::InstanceId;
 use raw::RawConfig;
@@ -45,6 +50,37 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 /// The environment as seen while loading the config.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Whether loading reads the secrets the config names (see [`Secrets`]).
+    fn secrets(&self) -> Secrets {
+        Secrets::Read
+    }
+}
+
+/// Whether loading a config reads its secrets (API keys, passwords).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every secret: a missing, unreadable or empty one is an error. For the commands that
+    /// call a cloud API (`run`, `--once`, `check`), which must fail early and clearly.
+    Read,
+    /// Check how each secret is given (not inline and from a file at once) but read none; each
+    /// is [`Secret::unread`]. For the commands that never call an API (`ip`, `status`,
+    /// `healthcheck`, `reset`), which must work for a user who cannot read the key files, and
+    /// before they exist.
+    Skip,
+}
+
+/// An [`Env`] that loads a config without reading its secrets ([`Secrets::Skip`]).
+struct WithoutSecrets<'a>(&'a dyn Env);
+
+impl Env for WithoutSecrets<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name)
+    }
+
+    fn secrets(&self) -> Secrets {
+        Secrets::Skip
+    }
 }
 
 /// The real process environment.
@@ -98,7 +134,11 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub resolver: ResolverConfig,
-    pub indigo: IndigoConfig,
+    /// The cloud named `indigo`: the `[indigo]` table, required (as it always was) unless the
+    /// config names OpenStack clouds and has no `[indigo]` table.
+    pub indigo: Option<IndigoConfig>,
+    /// The `[openstack.NAME]` clouds.
+    pub openstack: BTreeMap<CloudName, OpenStackConfig>,
     pub firewalls: Vec<FirewallConfig>,
     pub probes: Vec<ProbeConfig>,
 }
@@ -118,6 +158,12 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path, env)
+    }
+
+    /// Like [`load`](Self::load), validating everything but reading no secret
+    /// ([`Secrets::Skip`]): for commands that never call a cloud API.
+    pub fn load_without_secrets(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load(path, &WithoutSecrets(env))
     }
 
     /// Parses and validates `text`, naming `path` in errors and resolving relative secret files
@@ -147,7 +193,22 @@ impl Config {
             },
         };
         let resolver = resolver_from_raw(raw.resolver, path)?;
-        let indigo = indigo_from_raw(raw.indigo, path, env)?;
+        let indigo = match raw.indigo {
+            Some(table) => Some(indigo_from_raw(table, path, env)?),
+            None if raw.openstack.is_empty() => {
+                Some(indigo_from_raw(raw::RawIndigo::default(), path, env)?)
+            }
+            None => None,
+        };
+        let mut openstack = BTreeMap::new();
+        if !raw.openstack.is_empty() {
+            let cwd = std::env::current_dir().ok();
+            let search = clouds::SearchPath::standard(env, cwd.as_deref());
+            for (name, table) in raw.openstack {
+                let cloud = openstack_from_raw(&name, table, path, env, &search)?;
+                openstack.insert(cloud.name.clone(), cloud);
+            }
+        }
 
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
@@ -182,11 +243,13 @@ impl Config {
                 "nothing to do: add at least one [[firewall]] or [[probe]] table",
             ));
         }
+        check_tracked_sources(&resolver, &firewalls, &tracked_families(&firewalls), path)?;
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
             resolver,
             indigo,
+            openstack,
             firewalls,
             probes,
         })
@@ -195,19 +258,7 @@ impl Config {
     /// The address families the firewalls track, IPv4 first (IPv4 alone when there is no
     /// firewall: the prober still needs to know our own connectivity).
     pub fn tracked_families(&self) -> Vec<Family> {
-        let mut out = Vec::new();
-        for fw in &self.firewalls {
-            for f in fw.family.families() {
-                if !out.contains(f) {
-                    out.push(*f);
-                }
-            }
-        }
-        if out.is_empty() {
-            out.push(Family::Ipv4);
-        }
-        out.sort_by_key(|f| *f != Family::Ipv4);
-        out
+        tracked_families(&self.firewalls)
     }
 
     /// Every instance id the config refers to (firewall assignments and probes), deduplicated.
@@ -218,6 +269,23 @@ impl Config {
             .chain(self.probes.iter().map(|p| p.instance.clone()))
             .collect()
     }
+}
+
+/// See [`Config::tracked_families`].
+fn tracked_families(firewalls: &[FirewallConfig]) -> Vec<Family> {
+    let mut out = Vec::new();
+    for fw in firewalls {
+        for f in fw.family.families() {
+            if !out.contains(f) {
+                out.push(*f);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Family::Ipv4);
+    }
+    out.sort_by_key(|f| *f != Family::Ipv4);
+    out
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {

@@ -3,6 +3,7 @@
 //! Every table denies unknown keys so a typo is an error, not a silently ignored setting. Values are
 //! only parsed here (durations, ids); cross-field rules live in [`super::Config::from_raw`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -15,8 +16,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub daemon: RawDaemon,
     pub resolver: Option<RawResolver>,
+    /// Absent from a config that names OpenStack clouds only; otherwise read even when absent,
+    /// as it always was (the credentials may come from the environment).
+    pub indigo: Option<RawIndigo>,
+    /// `[openstack.NAME]` tables, by name.
     #[serde(default)]
-    pub indigo: RawIndigo,
+    pub openstack: BTreeMap<String, RawOpenStack>,
     #[serde(default)]
     pub firewall: Vec<RawFirewall>,
     #[serde(default)]
@@ -86,6 +91,107 @@ impl fmt::Debug for RawIndigo {
             .field("api_key_file", &self.api_key_file)
             .field("api_secret", &mask(&self.api_secret))
             .field("api_secret_file", &self.api_secret_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// One `[openstack.NAME]` table. Every key is optional here: which are needed depends on the
+/// authentication method and on what a clouds.yaml entry or the `OS_*` variables supply, which
+/// [`super::openstack`] settles.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenStack {
+    /// Start from this entry of a `clouds.yaml` on openstacksdk's search path
+    /// (`$OS_CLIENT_CONFIG_FILE`, `./clouds.yaml`, `~/.config/openstack/clouds.yaml`,
+    /// `/etc/openstack/clouds.yaml`), with the same entry of `secure.yaml` merged over it; the
+    /// keys below override it.
+    pub cloud: Option<String>,
+    /// Keystone's URL: `https://keystone.example:5000/v3`, `…/v2.0`, or unversioned (`/v3` is
+    /// added, `/v2.0` for `v2password`). Plain `http://` to a non-loopback host needs
+    /// `allow_insecure_http = true`.
+    pub auth_url: Option<String>,
+    /// `password` (Keystone v3), `v3applicationcredential` or `v2password` (Keystone v2.0,
+    /// SkyAtlas). Default: `v3applicationcredential` when an application credential is named,
+    /// `v2password` when a tenant is or `auth_url` ends in `/v2.0`, else `password`.
+    pub auth_type: Option<String>,
+    /// The user's name (SkyAtlas: the account e-mail); v3 needs its domain too.
+    pub username: Option<String>,
+    /// The user's id, instead of `username` and its domain (v3 only).
+    pub user_id: Option<String>,
+    /// The domain of `username` (often `Default`), or `user_domain_id`.
+    pub user_domain_name: Option<String>,
+    pub user_domain_id: Option<String>,
+    /// The password, inline; or `password_file`, or the systemd credential
+    /// `openstack_<NAME>_password`.
+    pub password: Option<String>,
+    /// A file holding the password (surrounding whitespace trimmed), relative to the config's
+    /// directory.
+    pub password_file: Option<String>,
+    /// The project a password token is scoped to (its scope brings the service catalog), with
+    /// `project_domain_name` or `project_domain_id`; or `project_id`.
+    pub project_name: Option<String>,
+    pub project_id: Option<String>,
+    pub project_domain_name: Option<String>,
+    pub project_domain_id: Option<String>,
+    /// An application credential (recommended: revocable, limited to one project and role), by
+    /// id; or by `application_credential_name` with its user (`user_id`, or `username` and its
+    /// domain). No scope is sent: the credential carries its own.
+    pub application_credential_id: Option<String>,
+    pub application_credential_name: Option<String>,
+    /// Its secret, inline; or `application_credential_secret_file`, or the systemd credential
+    /// `openstack_<NAME>_application_credential_secret`.
+    pub application_credential_secret: Option<String>,
+    pub application_credential_secret_file: Option<String>,
+    /// `v2password`: the tenant, by id (the SkyAtlas form) or by `tenant_name`.
+    pub tenant_id: Option<String>,
+    pub tenant_name: Option<String>,
+    /// The catalog region; required when the catalog offers a service in several regions.
+    pub region_name: Option<String>,
+    /// The catalog interface: `public` (default) or `internal` (from inside the cloud).
+    pub interface: Option<String>,
+    /// Let the password, secret and token travel over plain http to a non-loopback host (SkyAtlas
+    /// documents `http://…:5000/v2.0`); every authentication then logs a warning. Default false.
+    pub allow_insecure_http: Option<bool>,
+    /// Per-request timeout (default 30 s).
+    pub timeout: Option<Dur>,
+}
+
+impl fmt::Debug for RawOpenStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RawOpenStack")
+            .field("cloud", &self.cloud)
+            .field("auth_url", &self.auth_url)
+            .field("auth_type", &self.auth_type)
+            .field("username", &self.username)
+            .field("user_id", &self.user_id)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("user_domain_id", &self.user_domain_id)
+            .field("password", &mask(&self.password))
+            .field("password_file", &self.password_file)
+            .field("project_name", &self.project_name)
+            .field("project_id", &self.project_id)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("project_domain_id", &self.project_domain_id)
+            .field("application_credential_id", &self.application_credential_id)
+            .field(
+                "application_credential_name",
+                &self.application_credential_name,
+            )
+            .field(
+                "application_credential_secret",
+                &mask(&self.application_credential_secret),
+            )
+            .field(
+                "application_credential_secret_file",
+                &self.application_credential_secret_file,
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("tenant_name", &self.tenant_name)
+            .field("region_name", &self.region_name)
+            .field("interface", &self.interface)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .field("timeout", &self.timeout)
             .finish()
     }

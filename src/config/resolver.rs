@@ -261,28 +261,68 @@ pub(crate) fn resolver_from_raw(
                 "must be at least 1",
             ));
         }
-        Some(q) => {
-            let q = q as usize;
-            let count = |f| sources.iter().filter(|s| s.family == f).count();
-            let (v4, v6) = (count(Family::Ipv4), count(Family::Ipv6));
-            if q > v4.max(v6) {
-                return Err(ConfigError::invalid(
-                    path,
-                    "resolver.quorum",
-                    format!(
-                        "{q} sources of one family must agree, but only {v4} IPv4 and {v6} IPv6 \
-                         sources are configured"
-                    ),
-                ));
-            }
-            Some(q)
-        }
+        // Whether each family has enough sources depends on the families the firewalls track:
+        // see `check_tracked_sources`.
+        Some(q) => Some(q as usize),
     };
     Ok(ResolverConfig {
         quorum,
         timeout,
         sources,
     })
+}
+
+/// Checks that every family dynwall needs has sources enough for the quorum. `tracked` are the
+/// families the firewalls track (IPv4 alone without a firewall: the prober needs it to trust its
+/// own connectivity); a family no firewall tracks may have too few sources, or none: it is only
+/// ever asked by `dynwall ip`.
+pub(crate) fn check_tracked_sources(
+    resolver: &ResolverConfig,
+    firewalls: &[FirewallConfig],
+    tracked: &[Family],
+    path: &Path,
+) -> Result<(), ConfigError> {
+    for &family in tracked {
+        let name = crate::resolver::family_name(family);
+        let count = resolver.sources_of(family).count();
+        // The first firewall that tracks the family, to name in the message.
+        let tracker = firewalls
+            .iter()
+            .position(|fw| fw.family.families().contains(&family));
+        let why = match tracker {
+            Some(i) => format!("firewall[{i}] tracks {name}"),
+            None => format!("the probes need an {name} address to trust our own connectivity"),
+        };
+        if count == 0 {
+            let key = tracker.map_or("resolver.source".to_string(), |i| {
+                format!("firewall[{i}].family")
+            });
+            return Err(ConfigError::invalid(
+                path,
+                key,
+                format!(
+                    "{why}, but no {name} source is configured: add [[resolver.source]] tables \
+                     with family = \"{}\", or list no source at all to use the built-in ones",
+                    match family {
+                        Family::Ipv4 => "ipv4",
+                        Family::Ipv6 => "ipv6",
+                    }
+                ),
+            ));
+        }
+        if let Some(q) = resolver.quorum.filter(|q| *q > count) {
+            return Err(ConfigError::invalid(
+                path,
+                "resolver.quorum",
+                format!(
+                    "{q} {name} sources must agree, but only {count} {name} source{} \
+                     configured, and {why}: add {name} sources or lower the quorum",
+                    if count == 1 { " is" } else { "s are" }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The built-in sources ([`DEFAULT_SOURCES`]), validated like a user's.

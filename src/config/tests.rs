@@ -45,12 +45,48 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.resolver.quorum, Some(2));
     assert_eq!(cfg.resolver.sources.len(), 4);
     assert_eq!(cfg.resolver.sources, default_sources().unwrap()[..4]);
-    assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
-    assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_key.expose(),
+        "key-from-file"
+    );
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "secret-from-file"
+    );
     assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
+    // Nothing but the home address is allowed, and nothing is probed, until the user says so:
+    // a user who edits only the ids opens the port to no example network.
+    assert!(cfg.firewalls[0].keep.is_empty());
+    assert!(cfg.probes.is_empty());
+    assert_eq!(cfg.tracked_families(), [Family::Ipv4]);
+
+    // Its examples are valid as they stand once uncommented ("# key = …" → "key = …").
+    let uncommented = uncomment_examples(&text);
+    let cfg = Config::parse(&uncommented, &dir.path().join("dynwall.toml"), &env(&[])).unwrap();
     assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
+    assert_eq!(cfg.resolver.sources, default_sources().unwrap());
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
+    assert_eq!(cfg.probes[0].address, None);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+}
+
+/// `text` with every commented-out example line made live: a line that is `# ` followed by a
+/// table header or `key = …`. Prose, and illustrations indented further (`#   key = …`), stay.
+fn uncomment_examples(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -58,7 +94,10 @@ fn defaults_fill_a_minimal_config() {
     let cfg = parse(MINIMAL).unwrap();
     assert_eq!(cfg.daemon.interval, DEFAULT_INTERVAL);
     assert_eq!(cfg.daemon.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
-    assert_eq!(cfg.indigo.endpoint.as_str(), "https://api.customer.jp/");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().endpoint.as_str(),
+        "https://api.customer.jp/"
+    );
     assert_eq!(cfg.resolver.sources, default_sources().unwrap());
     assert_eq!(cfg.resolver.quorum, None);
     let fw = &cfg.firewalls[0];
@@ -83,8 +122,11 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "seed-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "seed-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "seed-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "seed-secret"
+    );
     let cfg = Config::parse(
         text,
         p,
@@ -95,7 +137,7 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "new-key");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "new-key");
     let dbg = format!("{cfg:?}");
     assert!(
         !dbg.contains("new-key") && !dbg.contains("new-secret"),
@@ -114,8 +156,11 @@ fn secrets_come_from_env_and_systemd_credentials_and_never_print() {
         ]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "cred-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "cred-secret"
+    );
 }
 
 #[test]
@@ -135,8 +180,11 @@ fn a_systemd_credential_is_preferred_to_the_file_the_config_names() {
         &env(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]),
     )
     .unwrap();
-    assert_eq!(cfg.indigo.api_key.expose(), "cred-key");
-    assert_eq!(cfg.indigo.api_secret.expose(), "cred-secret");
+    assert_eq!(cfg.indigo.as_ref().unwrap().api_key.expose(), "cred-key");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().api_secret.expose(),
+        "cred-secret"
+    );
 
     // Without the credential (run by hand, or in a container) the named file is read.
     let err = Config::parse(text, p, &env(&[])).unwrap_err().to_string();
@@ -188,7 +236,10 @@ template = "7"
 instances = []
 "#;
     let cfg = parse(text).unwrap();
-    assert_eq!(cfg.indigo.endpoint.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(
+        cfg.indigo.as_ref().unwrap().endpoint.as_str(),
+        "http://127.0.0.1:8080/"
+    );
     assert_eq!(
         cfg.resolver.sources[1],
         SourceConfig {
@@ -214,7 +265,7 @@ fn invalid_configs_name_the_key_and_the_reason() {
         (
             "[resolver]\nquorum = 5\n",
             "resolver.quorum",
-            "only 4 IPv4 and 3 IPv6 sources are configured",
+            "5 IPv4 sources must agree, but only 4 IPv4 sources are configured",
         ),
         (
             "[[resolver.source]]\nkind = \"http\"\nurl = \"http://ip.example.com\"\n",
@@ -330,6 +381,36 @@ fn missing_secrets_and_double_secrets_are_errors() {
     assert!(err.contains("indigo.api_key: set either"), "{err}");
     let nofile = "[indigo]\napi_key_file = \"/nonexistent/k\"\napi_secret = \"s\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
     let err = parse(nofile).unwrap_err().to_string();
+    assert!(
+        err.contains("indigo.api_key_file: cannot read /nonexistent/k"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_can_be_loaded_without_reading_its_secrets() {
+    let unread_files =
+        "[indigo]\napi_key_file = \"/nonexistent/k\"\napi_secret_file = \"/nonexistent/s\"\n\
+                        [[firewall]]\ntemplate = 1\ninstances = []\n";
+    let path = Path::new("/etc/dynwall/dynwall.toml");
+    let skip = WithoutSecrets(&env(&[]));
+    let cfg = Config::parse(unread_files, path, &skip).unwrap();
+    let indigo = cfg.indigo.as_ref().unwrap();
+    assert!(!indigo.api_key.is_read());
+    assert_eq!(indigo.api_secret.expose(), "");
+    assert_eq!(format!("{:?}", indigo.api_key), "Secret(unread)");
+    // Nothing named at all is fine too: `dynwall ip` before the keys exist.
+    let none = "[[firewall]]\ntemplate = 1\ninstances = []\n";
+    assert!(Config::parse(none, path, &skip).is_ok());
+    // Everything else is still validated.
+    let both = "[indigo]\napi_key = \"a\"\napi_key_file = \"/k\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = Config::parse(both, path, &skip).unwrap_err().to_string();
+    assert!(err.contains("indigo.api_key: set either"), "{err}");
+    let bad = "[daemon]\ninterval = \"soon\"\n[[firewall]]\ntemplate = 1\ninstances = []\n";
+    let err = Config::parse(bad, path, &skip).unwrap_err().to_string();
+    assert!(err.contains("daemon.interval"), "{err}");
+    // Read as usual, the missing file is an error naming the key.
+    let err = parse(unread_files).unwrap_err().to_string();
     assert!(
         err.contains("indigo.api_key_file: cannot read /nonexistent/k"),
         "{err}"
@@ -521,7 +602,7 @@ fn the_defaults_span_operators_protocols_and_families() {
 }
 
 #[test]
-fn a_quorum_needs_one_family_with_enough_sources() {
+fn a_quorum_binds_only_the_families_a_firewall_tracks() {
     let two_v4_one_v6 = r#"
 [[resolver.source]]
 kind = "http"
@@ -534,18 +615,65 @@ kind = "http"
 family = "ipv6"
 url = "https://c.example"
 "#;
-    let cfg = with_resolver(&format!("[resolver]\nquorum = 2\n{two_v4_one_v6}")).unwrap();
+    let config = |quorum: u32, family: &str| {
+        parse(&format!(
+            "[resolver]\nquorum = {quorum}\n{two_v4_one_v6}\n[indigo]\napi_key = \"k\"\n\
+             api_secret = \"s\"\n[[firewall]]\ntemplate = 1\ninstances = []\nfamily = \"{family}\"\n"
+        ))
+    };
+    // The README's own example: quorum 2, one IPv6 source, nothing tracks IPv6. Fine.
+    let cfg = config(2, "ipv4").unwrap();
     assert_eq!(cfg.resolver.quorum, Some(2));
     assert_eq!(cfg.resolver.sources_of(Family::Ipv6).count(), 1);
-    let err = with_resolver(&format!("[resolver]\nquorum = 3\n{two_v4_one_v6}"))
+    // Tracking IPv6 with one IPv6 source and quorum 2 can never settle.
+    let err = config(2, "both").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "/etc/dynwall/dynwall.toml: resolver.quorum: 2 IPv6 sources must agree, but only 1 IPv6 \
+         source is configured, and firewall[0] tracks IPv6: add IPv6 sources or lower the quorum"
+    );
+    let err = config(3, "ipv4").unwrap_err().to_string();
+    assert!(
+        err.contains("resolver.quorum: 3 IPv4 sources must agree, but only 2 IPv4 sources are"),
+        "{err}"
+    );
+    // Without any firewall, the probes need IPv4.
+    let probes_only = parse(&format!(
+        "[resolver]\nquorum = 3\n{two_v4_one_v6}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n\
+         [[probe]]\ninstance = 1\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        probes_only.contains("and the probes need an IPv4 address to trust our own connectivity"),
+        "{probes_only}"
+    );
+    let err = with_resolver("[resolver]\nquorum = 0\n")
         .unwrap_err()
         .to_string();
+    assert!(err.contains("resolver.quorum: must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_tracked_family_needs_a_source() {
+    let only_v4 = "[[resolver.source]]\nkind = \"http\"\nurl = \"https://a.example\"\n";
+    let text = format!(
+        "[resolver]\n{only_v4}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n\
+         [[firewall]]\ntemplate = 1\ninstances = []\n[[firewall]]\ntemplate = 2\n\
+         instances = []\nfamily = \"ipv6\"\n"
+    );
+    let err = parse(&text).unwrap_err().to_string();
     assert!(
-        err.contains(
-            "resolver.quorum: 3 sources of one family must agree, but only 2 IPv4 and 1 IPv6"
+        err.starts_with(
+            "/etc/dynwall/dynwall.toml: firewall[1].family: firewall[1] tracks IPv6, but no IPv6 \
+             source is configured"
         ),
         "{err}"
     );
+    // The built-in set has IPv6 sources.
+    let builtin = "[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n[[firewall]]\ntemplate = 1\n\
+                   instances = []\nfamily = \"both\"\n";
+    assert!(parse(builtin).is_ok());
 }
 
 /// Each invalid source must fail naming `resolver.source[N].key` and the reason.

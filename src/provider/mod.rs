@@ -5,6 +5,7 @@
 //! provider never touches the sync or probe logic.
 
 pub mod indigo;
+pub mod openstack;
 
 pub use crate::ids::{FirewallId, InstanceId};
 

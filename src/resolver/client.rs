@@ -1,7 +1,6 @@
 //! The HTTP clients IP sources share (one per family), and requests that never buffer more than
-//! a cap.
+//! a cap and that name the cause of a failure ([`HttpFailure`]) or an HTML page ([`html_page`]).
 
-use std::error::Error as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -9,13 +8,19 @@ use reqwest::redirect;
 use reqwest::{Client, RequestBuilder, Url};
 
 use super::SourceError;
+use crate::http_failure::{html_page, HttpFailure};
 use crate::net::Family;
 
 /// Redirects followed before giving up: enough for `http` → `https` and a moved endpoint.
 const MAX_REDIRECTS: usize = 3;
 
-/// Longest transport error message kept; the chain of causes rarely needs more.
-const MAX_MESSAGE_CHARS: usize = 200;
+/// The HTTP client shared by the HTTP sources of one family, and the timeout it was built with
+/// (quoted when a connection attempt times out).
+#[derive(Clone, Debug)]
+pub struct SourceClient {
+    http: Client,
+    timeout: Duration,
+}
 
 /// Builds the client shared by every HTTP source of `family`.
 ///
@@ -28,12 +33,12 @@ const MAX_MESSAGE_CHARS: usize = 200;
 /// - At most 3 redirects, never from `https` down to plain `http`.
 /// - No cookies (the cookie store is not compiled in), rustls, `User-Agent: dynwall/<version>`.
 /// - Connects give up after `timeout`; the whole lookup is bounded by the caller.
-pub fn build_client(timeout: Duration, family: Family) -> reqwest::Result<Client> {
+pub fn build_client(timeout: Duration, family: Family) -> reqwest::Result<SourceClient> {
     let local = match family {
         Family::Ipv4 => Ipv4Addr::UNSPECIFIED.into(),
         Family::Ipv6 => Ipv6Addr::UNSPECIFIED.into(),
     };
-    Client::builder()
+    let http = Client::builder()
         .user_agent(concat!("dynwall/", env!("CARGO_PKG_VERSION")))
         .local_address(Some(local))
         .no_proxy()
@@ -45,14 +50,15 @@ pub fn build_client(timeout: Duration, family: Family) -> reqwest::Result<Client
                 None => attempt.follow(),
             }
         }))
-        .build()
+        .build()?;
+    Ok(SourceClient { http, timeout })
 }
 
 /// The clients of a set under construction: at most one per family, built on first use.
 pub(super) struct Clients {
     timeout: Duration,
-    v4: Option<Client>,
-    v6: Option<Client>,
+    v4: Option<SourceClient>,
+    v6: Option<SourceClient>,
 }
 
 impl Clients {
@@ -65,7 +71,7 @@ impl Clients {
     }
 
     /// The client of `family` (a cheap handle onto the shared one).
-    pub(super) fn get(&mut self, family: Family) -> reqwest::Result<Client> {
+    pub(super) fn get(&mut self, family: Family) -> reqwest::Result<SourceClient> {
         let slot = match family {
             Family::Ipv4 => &mut self.v4,
             Family::Ipv6 => &mut self.v6,
@@ -86,83 +92,93 @@ fn redirect_refusal(previous: &[Url], next: &Url) -> Option<&'static str> {
         return Some("too many redirects");
     }
     if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
-        return Some("redirect from https to plain http refused");
+        return Some("from https down to plain http");
     }
     None
 }
 
-/// GETs `url` and returns the body of a 2xx answer, reading at most `cap` bytes: a longer body
-/// (announced or actually sent) is abandoned as soon as it exceeds the cap.
-pub(super) async fn get_capped(
-    client: &Client,
-    url: &Url,
-    accept: &'static str,
-    cap: usize,
-) -> Result<Vec<u8>, SourceError> {
-    let response = client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, accept)
-        .send()
-        .await
-        .map_err(transport)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(SourceError::Status {
-            status: status.as_u16(),
-        });
-    }
-    read_capped(response, cap).await
+/// An answer as read: its status and at most `cap` bytes of its body.
+struct Capped {
+    status: u16,
+    body: Vec<u8>,
+    /// The body was longer than the cap; `body` holds its beginning.
+    cut: bool,
 }
 
-/// Sends `request` and returns the status and body of any answer, whatever its status, reading
-/// at most `cap` bytes of the body (see [`get_capped`]).
-pub(super) async fn send_capped(
-    request: RequestBuilder,
-    cap: usize,
-) -> Result<(u16, Vec<u8>), SourceError> {
-    let response = request.send().await.map_err(transport)?;
-    let status = response.status().as_u16();
-    Ok((status, read_capped(response, cap).await?))
-}
-
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, SourceError> {
-    let too_large = SourceError::BodyTooLarge { limit: cap };
-    if response
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
-    {
-        return Err(too_large);
+impl SourceClient {
+    /// A POST request to `url`, to complete and pass to [`send_capped`](Self::send_capped).
+    pub(super) fn post(&self, url: Url) -> RequestBuilder {
+        self.http.post(url)
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > cap {
-            return Err(too_large);
+
+    /// GETs `url` and returns the body of a 2xx answer, reading at most `cap` bytes: a longer
+    /// body (announced or actually sent) is abandoned as soon as it exceeds the cap. An HTML
+    /// page, whatever its status, is [`SourceError::HtmlPage`].
+    pub(super) async fn get_capped(
+        &self,
+        url: &Url,
+        accept: &'static str,
+        cap: usize,
+    ) -> Result<Vec<u8>, SourceError> {
+        let request = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, accept);
+        let answer = self.exchange(request, cap).await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(SourceError::Status {
+                status: answer.status,
+            });
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A transport error as a message: the chain of causes, without the URL (which the source's label
-/// already names, and whose query could hold a token).
-fn transport(e: reqwest::Error) -> SourceError {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        // hyper and reqwest often repeat the inner message in the outer one.
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
+        if answer.cut {
+            return Err(SourceError::BodyTooLarge { limit: cap });
         }
-        cause = c.source();
+        Ok(answer.body)
     }
-    if message.chars().count() > MAX_MESSAGE_CHARS {
-        message = message.chars().take(MAX_MESSAGE_CHARS).collect();
-        message.push('…');
+
+    /// Sends `request` and returns the status and body of any answer but an HTML page,
+    /// whatever its status, reading at most `cap` bytes of the body (see
+    /// [`get_capped`](Self::get_capped)).
+    pub(super) async fn send_capped(
+        &self,
+        request: RequestBuilder,
+        cap: usize,
+    ) -> Result<(u16, Vec<u8>), SourceError> {
+        let answer = self.exchange(request, cap).await?;
+        if answer.cut {
+            return Err(SourceError::BodyTooLarge { limit: cap });
+        }
+        Ok((answer.status, answer.body))
     }
-    SourceError::Transport { message }
+
+    async fn exchange(&self, request: RequestBuilder, cap: usize) -> Result<Capped, SourceError> {
+        let mut response = request.send().await.map_err(|e| self.failure(&e))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        let mut cut = false;
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.failure(&e))? {
+            let room = cap - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                cut = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if let Some(page) = html_page(status, content_type.as_deref(), &body) {
+            return Err(SourceError::HtmlPage(page));
+        }
+        Ok(Capped { status, body, cut })
+    }
+
+    fn failure(&self, e: &reqwest::Error) -> SourceError {
+        SourceError::Request(HttpFailure::from_reqwest(e, self.timeout))
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             redirect_refusal(&[start], &url("http://a.example/")),
-            Some("redirect from https to plain http refused")
+            Some("from https down to plain http")
         );
         // A LAN router reached over plain http may redirect within plain http, or up to https.
         let lan = url("http://192.168.1.1/ip");

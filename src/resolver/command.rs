@@ -216,7 +216,7 @@ mod tests {
         match run(&p, &[]).await {
             Err(e @ SourceError::Exit { .. }) => assert_eq!(
                 e.to_string(),
-                "the command failed with exit code 3; stderr: \"no route.[31m to host\""
+                "the command failed with exit code 3; stderr: \"no route\\x1b[31m to host\""
             ),
             other => panic!("{other:?}"),
         }

@@ -16,6 +16,10 @@ use super::{parse_one_address_bytes, snippet, snippet_of, udp, Resolver, SourceE
 use crate::config::{DnsClass, DnsRecord, DnsSource};
 use crate::net::Family;
 
+/// CNAME records followed at most within one answer (resolvers follow up to 8 or so; a whoami
+/// name is rarely an alias at all).
+const MAX_ALIASES: usize = 8;
+
 /// Largest answer read. Without EDNS a server sends at most 512 bytes over UDP; a larger
 /// datagram is refused.
 pub const ANSWER_CAP: usize = 1232;
@@ -23,8 +27,9 @@ pub const ANSWER_CAP: usize = 1232;
 /// Asks one DNS server for one record holding our address.
 ///
 /// Accepted only: an answer with our transaction id and our question, RCODE `NOERROR`, not
-/// truncated, holding exactly one record of the type, class and name asked; for TXT, that record
-/// holds exactly one string, which is exactly one address.
+/// truncated, holding exactly one record of the type, class and name asked (or of the name it is
+/// an alias of, following the CNAME records in the answer); for TXT, that record holds exactly
+/// one string, which is exactly one address.
 pub struct DnsResolver {
     spec: DnsSource,
     name: Name,
@@ -101,7 +106,7 @@ pub(crate) fn build_query(id: u16, question: &Query) -> Result<Vec<u8>, SourceEr
 pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<IpAddr, SourceError> {
     let msg = Message::from_vec(bytes).map_err(|e| {
         protocol(format!(
-            "not a DNS message ({}): {:?}",
+            "not a DNS message ({}): \"{}\"",
             snippet_of(e.to_string().as_bytes(), 80),
             snippet(bytes)
         ))
@@ -130,17 +135,28 @@ pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<Ip
         });
     }
     let rtype = question.query_type();
+    let chain = alias_chain(&msg, question);
+    let name = chain.last().unwrap_or(question.name());
     let records: Vec<_> = msg
         .answers
         .iter()
         .filter(|r| {
-            r.record_type() == rtype
-                && r.dns_class == question.query_class()
-                && r.name == *question.name()
+            r.record_type() == rtype && r.dns_class == question.query_class() && r.name == *name
         })
         .collect();
     let [record] = records.as_slice() else {
-        return Err(SourceError::RecordCount {
+        if chain.is_empty() {
+            return Err(SourceError::RecordCount {
+                record: rtype_name(rtype),
+                count: records.len(),
+            });
+        }
+        let names: Vec<String> = std::iter::once(question.name())
+            .chain(&chain)
+            .map(|n| n.to_string().trim_end_matches('.').to_string())
+            .collect();
+        return Err(SourceError::AliasRecordCount {
+            chain: names.join(" → "),
             record: rtype_name(rtype),
             count: records.len(),
         });
@@ -159,6 +175,31 @@ pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<Ip
             rtype_name(rtype)
         ))),
     }
+}
+
+/// The names the question's name is an alias of, in order, following the CNAME records of the
+/// answer itself (as a resolver includes them): `myip.example` → `a.example` → `b.example` gives
+/// `[a.example, b.example]`. Empty when the name is no alias. At most [`MAX_ALIASES`] steps, and
+/// a loop ends the chain.
+fn alias_chain(msg: &Message, question: &Query) -> Vec<Name> {
+    let mut chain: Vec<Name> = Vec::new();
+    let mut name = question.name();
+    while chain.len() < MAX_ALIASES {
+        let target = msg.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(cname) if r.dns_class == question.query_class() && r.name == *name => {
+                Some(&cname.0)
+            }
+            _ => None,
+        });
+        match target {
+            Some(t) if t != question.name() && !chain.contains(t) => {
+                chain.push(t.clone());
+                name = t;
+            }
+            _ => break,
+        }
+    }
+    chain
 }
 
 fn same_question(a: &Query, b: &Query) -> bool {
@@ -183,7 +224,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
 
-    use hickory_proto::rr::rdata::{A, AAAA, TXT};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
     use hickory_proto::rr::Record;
 
     use super::super::testfakes::{DnsReply, FakeDns};
@@ -327,6 +368,51 @@ mod tests {
         assert!(matches!(
             parse_answer(&answer(7, &qt, vec![txt(&[ME]), txt(&[ME])], ok), 7, &qt),
             Err(SourceError::RecordCount { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_cname_chain_in_the_answer_is_followed_and_reported() {
+        let qa = question(&fqdn("myip.example.net"), DnsRecord::A, DnsClass::In);
+        let cname = |from: &str, to: &str| {
+            Record::from_rdata(fqdn(from), 60, RData::CNAME(CNAME(fqdn(to))))
+        };
+        let a = |name: &str, ip: &str| {
+            Record::from_rdata(fqdn(name), 60, RData::A(A(ip.parse().unwrap())))
+        };
+        let with = |records: Vec<Record>| {
+            answer(7, &qa, vec![], move |m| {
+                for r in records {
+                    m.add_answer(r);
+                }
+            })
+        };
+        // Followed to its end: the address there is the answer.
+        let bytes = with(vec![
+            cname("myip.example.net", "edge.example.net"),
+            cname("edge.example.net", "pop3.example.org"),
+            a("pop3.example.org", ME),
+        ]);
+        assert_eq!(parse_answer(&bytes, 7, &qa), Ok(ip(ME)));
+        // A chain that ends without the record says what it found, not "got 0 A records".
+        let bytes = with(vec![
+            cname("myip.example.net", "edge.example.net"),
+            a("elsewhere.example", ME),
+        ]);
+        let e = parse_answer(&bytes, 7, &qa).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the name is an alias (myip.example.net → edge.example.net); expected exactly one A \
+             record at its end, got 0"
+        );
+        // A loop ends the chain.
+        let bytes = with(vec![
+            cname("myip.example.net", "b.example"),
+            cname("b.example", "myip.example.net"),
+        ]);
+        assert!(matches!(
+            parse_answer(&bytes, 7, &qa),
+            Err(SourceError::AliasRecordCount { count: 0, .. })
         ));
     }
 

@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 
-use super::client::get_capped;
+use super::client::SourceClient;
 use super::{parse_one_address_bytes, Resolver, SourceError};
 use crate::config::masked;
 use crate::net::Family;
@@ -18,7 +18,7 @@ pub const BODY_CAP: usize = 256;
 /// Anything else is an error: an HTML page mentioning an address, two addresses, `ip=…`, a cookie.
 /// Scraping such answers is how other updaters published garbage.
 pub struct HttpResolver {
-    client: Client,
+    client: SourceClient,
     url: Url,
     family: Family,
     label: String,
@@ -27,7 +27,7 @@ pub struct HttpResolver {
 impl HttpResolver {
     /// A source asking `url` with `client`, which must be bound to `family` (see
     /// [`build_client`](super::build_client)).
-    pub fn new(client: Client, url: Url, family: Family) -> Self {
+    pub fn new(client: SourceClient, url: Url, family: Family) -> Self {
         let label = format!("http {}", masked(&url));
         HttpResolver {
             client,
@@ -49,7 +49,10 @@ impl Resolver for HttpResolver {
     }
 
     async fn lookup(&self) -> Result<IpAddr, SourceError> {
-        let body = get_capped(&self.client, &self.url, "text/plain", BODY_CAP).await?;
+        let body = self
+            .client
+            .get_capped(&self.url, "text/plain", BODY_CAP)
+            .await?;
         parse_one_address_bytes(&body)
     }
 }
@@ -61,6 +64,7 @@ mod tests {
     use super::super::build_client;
     use super::super::testserver::TestServer;
     use super::*;
+    use crate::http_failure::{HtmlPage, HttpFailure};
 
     fn resolver(url: Url) -> HttpResolver {
         HttpResolver::new(
@@ -100,10 +104,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_html_page_with_an_address_is_rejected() {
+    async fn an_html_page_is_named_not_scraped() {
         let page = "<html><head><title>IP</title></head><body>Your IP is 81.2.69.160</body></html>";
-        let snippet = not_one(lookup_body(200, page).await);
-        assert_eq!(snippet, "<html><head><title>IP</title></head><bod…");
+        assert_eq!(
+            lookup_body(200, page).await,
+            Err(SourceError::HtmlPage(HtmlPage { status: 200 }))
+        );
+        // A wrong path on a web server: the status alone would say less.
+        let e = lookup_body(404, "<!DOCTYPE html>\n<html><body>Not Found</body></html>")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the endpoint answered an HTML page (HTTP 404): is the URL right?"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_two_line_body_is_quoted_readably() {
+        let e = lookup_body(200, "81.2.69.160\n93.184.216.34\n")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "answer is not exactly one IP address: \"81.2.69.160\\n93.184.216.34\""
+        );
     }
 
     #[tokio::test]
@@ -128,7 +153,7 @@ mod tests {
             .start()
             .await;
         let snippet = not_one(resolver(server.url()).lookup().await);
-        assert_eq!(snippet, "..81.");
+        assert_eq!(snippet, "\\xff\\x0081\\x1b");
     }
 
     #[tokio::test]
@@ -174,7 +199,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connection_refused_is_a_transport_error_without_the_url() {
+    async fn connection_refused_names_host_and_port_but_not_the_url() {
         // Bind then drop to get a port nobody listens on.
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -183,13 +208,12 @@ mod tests {
         let url: Url = format!("http://127.0.0.1:{port}/?token=s3cret")
             .parse()
             .unwrap();
-        match resolver(url).lookup().await {
-            Err(SourceError::Transport { message }) => {
-                assert!(!message.contains("s3cret"), "{message}");
-                assert!(!message.is_empty());
-            }
-            other => panic!("expected a transport error, got {other:?}"),
-        }
+        let e = resolver(url).lookup().await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot connect to 127.0.0.1:{port}: connection refused")
+        );
+        assert!(e.is_transient());
     }
 
     #[tokio::test]
@@ -203,12 +227,14 @@ mod tests {
         );
 
         let looping = TestServer::new(302, "").redirect_to_self().start().await;
-        match resolver(looping.url()).lookup().await {
-            Err(SourceError::Transport { message }) => {
-                assert!(message.contains("too many redirects"), "{message}")
-            }
-            other => panic!("expected a redirect error, got {other:?}"),
-        }
+        assert_eq!(
+            resolver(looping.url())
+                .lookup()
+                .await
+                .unwrap_err()
+                .to_string(),
+            "redirect refused: too many redirects"
+        );
         assert_eq!(
             looping.hits(),
             4,
@@ -240,7 +266,7 @@ mod tests {
         for (family, url) in [(Family::Ipv6, v4.url()), (Family::Ipv4, v6.url())] {
             let r = over(family)(url.clone()).lookup().await;
             assert!(
-                matches!(r, Err(SourceError::Transport { .. })),
+                matches!(r, Err(SourceError::Request(HttpFailure::Connect { .. }))),
                 "{family:?} {url}: {r:?}"
             );
         }

@@ -2,10 +2,10 @@
 
 use std::net::IpAddr;
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 use serde_json::Value;
 
-use super::client::get_capped;
+use super::client::SourceClient;
 use super::{parse_one_address, Resolver, SourceError};
 use crate::config::{masked, JsonField};
 use crate::net::Family;
@@ -18,7 +18,7 @@ pub const BODY_CAP: usize = 16 * 1024;
 ///
 /// A number, object, array, `null` or a string with anything more than the address is an error.
 pub struct JsonResolver {
-    client: Client,
+    client: SourceClient,
     url: Url,
     field: JsonField,
     family: Family,
@@ -28,7 +28,7 @@ pub struct JsonResolver {
 impl JsonResolver {
     /// A source asking `url` with `client`, which must be bound to `family` (see
     /// [`build_client`](super::build_client)), and reading the address at `field`.
-    pub fn new(client: Client, url: Url, field: JsonField, family: Family) -> Self {
+    pub fn new(client: SourceClient, url: Url, field: JsonField, family: Family) -> Self {
         let label = format!("http-json {} {field}", masked(&url));
         JsonResolver {
             client,
@@ -51,7 +51,10 @@ impl Resolver for JsonResolver {
     }
 
     async fn lookup(&self) -> Result<IpAddr, SourceError> {
-        let body = get_capped(&self.client, &self.url, "application/json", BODY_CAP).await?;
+        let body = self
+            .client
+            .get_capped(&self.url, "application/json", BODY_CAP)
+            .await?;
         extract(&body, &self.field)
     }
 }
@@ -209,18 +212,27 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_json_is_an_error() {
-        for body in [
-            "81.2.69.160",
-            "<html>81.2.69.160</html>",
-            r#"{"ip": "81.2.69.160""#,
-            "",
-        ] {
+        for body in ["81.2.69.160", r#"{"ip": "81.2.69.160""#, ""] {
             assert!(
                 matches!(
                     lookup(200, body, key("ip")).await,
                     Err(SourceError::Json { .. })
                 ),
                 "{body:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_html_page_is_named() {
+        for (status, body) in [
+            (200, "<html>81.2.69.160</html>"),
+            (404, "<!DOCTYPE html><title>Not Found</title>"),
+        ] {
+            let e = lookup(status, body, key("ip")).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("the endpoint answered an HTML page (HTTP {status}): is the URL right?")
             );
         }
     }

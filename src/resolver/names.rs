@@ -30,7 +30,19 @@ pub async fn lookup_host(host_port: &str) -> io::Result<Vec<SocketAddr>> {
     let resolver = TokioResolver::builder_tokio()
         .map_err(io::Error::other)?
         .build();
-    let found = resolver.lookup_ip(host).await.map_err(io::Error::other)?;
+    let found = resolver.lookup_ip(host).await.map_err(|e| {
+        // In getaddrinfo's words, as the rest of dynwall reports a name that does not resolve.
+        if e.is_nx_domain() {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "name or service not known (NXDomain)",
+            )
+        } else if e.is_no_records_found() {
+            io::Error::new(io::ErrorKind::NotFound, "the name has no address")
+        } else {
+            io::Error::other(e)
+        }
+    })?;
     Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
 }
 

@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{udp, Resolver, SourceError};
+use crate::http_failure::resolve_reason;
 use crate::net::Family;
 
 /// The fixed value in every RFC 5389/8489 message header.
@@ -58,7 +59,7 @@ impl StunResolver {
             super::names::lookup_host(&self.server)
                 .await
                 .map_err(|e| SourceError::Transport {
-                    message: format!("cannot resolve {}: {e}", self.server),
+                    message: format!("cannot resolve {}: {}", self.server, resolve_reason(&e)),
                 })?;
         addrs
             .into_iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use super::SourceError;
+use crate::http_failure::io_reason;
 use crate::net::Family;
 
 /// Wait before the first retransmission; doubled after each (RFC 8489 §6.2.1 starts at 500 ms).
@@ -57,9 +58,10 @@ pub(super) async fn exchange(
     Ok(n)
 }
 
-/// A socket error as a transport error (connection refused, network unreachable).
+/// A socket error as a transport error, in plain words (`connection refused`: the server's host
+/// answered that nothing listens on the port; `network unreachable`).
 pub(super) fn io_error(e: std::io::Error) -> SourceError {
     SourceError::Transport {
-        message: e.to_string(),
+        message: io_reason(&e),
     }
 }

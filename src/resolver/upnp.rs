@@ -4,14 +4,16 @@
 //! it (XML, capped), take the control URL of its WANIPConnection:1/2 or WANPPPConnection:1
 //! service, and POST the SOAP action. The router knows only its own WAN address: when that is
 //! private or carrier-grade NAT, another NAT sits in front of it, and the answer is refused with
-//! an error that says so instead of being passed on as "rejected".
+//! an error that says so instead of being passed on as "rejected". miniupnpd does not even say
+//! its WAN address then: it answers an empty `NewExternalIPAddress` (2.2 and later) or UPnP error
+//! 501 (older versions); both are explained as double NAT.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use reqwest::{Client, Url};
+use reqwest::Url;
 
-use super::client::{get_capped, send_capped};
+use super::client::SourceClient;
 use super::{parse_one_address, snippet, snippet_of, udp, Resolver, SourceError};
 use crate::config::{masked, UpnpSource};
 use crate::net::{check_global, Family, NotGlobal};
@@ -38,14 +40,14 @@ const SSDP_SENDS: u32 = 3;
 
 /// Asks the router for its WAN address (IPv4 only: the IGD reports no other).
 pub struct UpnpResolver {
-    client: Client,
+    client: SourceClient,
     target: UpnpSource,
     label: String,
 }
 
 impl UpnpResolver {
     /// A source using `client` (bound to IPv4) to reach the router found by `target`.
-    pub fn new(client: Client, target: UpnpSource) -> Self {
+    pub fn new(client: SourceClient, target: UpnpSource) -> Self {
         let label = match &target {
             UpnpSource::Description(url) => format!("upnp {}", masked(url)),
             UpnpSource::Ssdp(addr) => format!("upnp ssdp {addr}"),
@@ -73,7 +75,10 @@ impl Resolver for UpnpResolver {
             UpnpSource::Description(url) => url.clone(),
             UpnpSource::Ssdp(addr) => discover(*addr).await?,
         };
-        let xml = get_capped(&self.client, &description, "text/xml", DESCRIPTION_CAP).await?;
+        let xml = self
+            .client
+            .get_capped(&description, "text/xml", DESCRIPTION_CAP)
+            .await?;
         let services = control_urls(&xml, &description)?;
         let mut first_error = None;
         for (service, control) in services {
@@ -175,7 +180,7 @@ pub fn gateway_location(datagram: &[u8]) -> Option<String> {
 fn local_location(location: &str) -> Result<Url, SourceError> {
     let refused = || {
         bad(format!(
-            "the gateway's description {:?} is not an http URL on the local network",
+            "the gateway's description \"{}\" is not an http URL on the local network",
             snippet(location.as_bytes())
         ))
     };
@@ -206,8 +211,12 @@ pub fn control_urls(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(|t| {
-            Url::parse(t)
-                .map_err(|_| bad(format!("URLBase {:?} is not a URL", snippet(t.as_bytes()))))
+            Url::parse(t).map_err(|_| {
+                bad(format!(
+                    "URLBase \"{}\" is not a URL",
+                    snippet(t.as_bytes())
+                ))
+            })
         })
         .transpose()?
         .unwrap_or_else(|| description.clone());
@@ -230,7 +239,7 @@ pub fn control_urls(
         };
         let url = base.join(control).map_err(|_| {
             bad(format!(
-                "controlURL {:?} is not a URL",
+                "controlURL \"{}\" is not a URL",
                 snippet(control.as_bytes())
             ))
         })?;
@@ -264,13 +273,17 @@ pub fn soap_body(service: &str) -> String {
     )
 }
 
-async fn external_ip(client: &Client, service: &str, control: &Url) -> Result<IpAddr, SourceError> {
+async fn external_ip(
+    client: &SourceClient,
+    service: &str,
+    control: &Url,
+) -> Result<IpAddr, SourceError> {
     let request = client
         .post(control.clone())
         .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=\"utf-8\"")
         .header("SOAPAction", format!("\"{service}#GetExternalIPAddress\""))
         .body(soap_body(service));
-    let (status, body) = send_capped(request, SOAP_CAP).await?;
+    let (status, body) = client.send_capped(request, SOAP_CAP).await?;
     parse_soap(status, &body)
 }
 
@@ -300,20 +313,18 @@ pub fn parse_soap(status: u16, body: &[u8]) -> Result<IpAddr, SourceError> {
         .text()
         .unwrap_or("");
     if value.trim().is_empty() {
-        return Err(bad(
-            "the router reports no WAN address (is it connected?)".into()
-        ));
+        return Err(SourceError::NoExternalAddress);
     }
     parse_one_address(value)
 }
 
 fn parse_xml<'a>(bytes: &'a [u8], what: &str) -> Result<roxmltree::Document<'a>, SourceError> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| bad(format!("the {what} is not UTF-8: {:?}", snippet(bytes))))?;
+        .map_err(|_| bad(format!("the {what} is not UTF-8: \"{}\"", snippet(bytes))))?;
     // No DTDs (the default): no entity expansion.
     roxmltree::Document::parse(text).map_err(|e| {
         bad(format!(
-            "the {what} is not XML ({}): {:?}",
+            "the {what} is not XML ({}): \"{}\"",
             snippet_of(e.to_string().as_bytes(), 80),
             snippet(bytes)
         ))
@@ -447,10 +458,10 @@ mod tests {
             parse_soap(500, b"Internal Server Error"),
             Err(SourceError::Status { status: 500 })
         );
-        assert!(matches!(
+        assert_eq!(
             parse_soap(200, soap_ok("").as_bytes()),
-            Err(SourceError::Protocol { message }) if message.contains("no WAN address")
-        ));
+            Err(SourceError::NoExternalAddress)
+        );
         assert!(matches!(
             parse_soap(200, soap_ok("81.2.69.160 81.2.69.161").as_bytes()),
             Err(SourceError::NotOneAddress { .. })
@@ -519,6 +530,59 @@ mod tests {
         .await
     }
 
+    /// The WAN side of the fake router, and so what it answers to `GetExternalIPAddress`, as
+    /// miniupnpd does.
+    enum Wan {
+        /// A public address: answered as is.
+        Public(&'static str),
+        /// A private or carrier-grade NAT address, with miniupnpd 2.2 or later: an empty
+        /// `NewExternalIPAddress`.
+        BehindCgnat,
+        /// The same with an older miniupnpd: UPnP error 501 "Action Failed".
+        BehindCgnatOldMiniupnpd,
+    }
+
+    /// A fake router with `wan`, answering like miniupnpd.
+    async fn fake_router(wan: Wan) -> RouteServer {
+        match wan {
+            Wan::Public(ip) => igd(200, &soap_ok(ip)).await,
+            Wan::BehindCgnat => igd(200, &soap_ok("")).await,
+            Wan::BehindCgnatOldMiniupnpd => igd(500, SOAP_FAULT).await,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_router_behind_cgnat_is_explained_as_double_nat() {
+        let router = fake_router(Wan::BehindCgnat).await;
+        let r = UpnpResolver::new(
+            client(),
+            UpnpSource::Description(router.url("/rootDesc.xml")),
+        );
+        let e = lookup(&r).await.unwrap_err();
+        assert_eq!(e, SourceError::NoExternalAddress);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "the router reports no external address: this is what a router behind \
+                 carrier-grade NAT or behind another router (double NAT) answers"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("use http, dns or stun sources"), "{text}");
+        assert!(!e.is_transient());
+
+        let router = fake_router(Wan::BehindCgnatOldMiniupnpd).await;
+        let r = UpnpResolver::new(
+            client(),
+            UpnpSource::Description(router.url("/rootDesc.xml")),
+        );
+        let text = lookup(&r).await.unwrap_err().to_string();
+        assert!(
+            text.starts_with("the router refused GetExternalIPAddress: UPnP error 501 (Action Failed); a router behind carrier-grade NAT or another router (double NAT) may answer so"),
+            "{text}"
+        );
+    }
+
     /// A fake SSDP responder on 127.0.0.1 answering every search with `location`.
     struct Ssdp {
         addr: SocketAddr,
@@ -572,7 +636,7 @@ mod tests {
         }
     }
 
-    fn client() -> Client {
+    fn client() -> SourceClient {
         build_client(Duration::from_secs(2), Family::Ipv4).unwrap()
     }
 
@@ -584,7 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wan_address_is_read_from_a_described_router() {
-        let router = igd(200, &soap_ok(WAN)).await;
+        let router = fake_router(Wan::Public(WAN)).await;
         let r = UpnpResolver::new(
             client(),
             UpnpSource::Description(router.url("/rootDesc.xml")),
@@ -605,7 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_router_is_found_by_ssdp() {
-        let router = igd(200, &soap_ok(WAN)).await;
+        let router = fake_router(Wan::Public(WAN)).await;
         let ssdp = Ssdp::start(router.url("/rootDesc.xml").to_string(), true).await;
         let r = UpnpResolver::new(client(), UpnpSource::Ssdp(ssdp.addr));
         assert_eq!(r.label(), format!("upnp ssdp {}", ssdp.addr));
@@ -615,7 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cgnat_answer_and_a_soap_fault_are_errors() {
-        let router = igd(200, &soap_ok("100.64.3.4")).await;
+        let router = fake_router(Wan::Public("100.64.3.4")).await;
         let r = UpnpResolver::new(
             client(),
             UpnpSource::Description(router.url("/rootDesc.xml")),

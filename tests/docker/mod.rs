@@ -133,6 +133,27 @@ impl Drop for Cleanup {
             let mut args: Vec<&str> = cmd[1..].iter().map(String::as_str).collect();
             args.extend(["-p", project, "down", "--volumes", "--timeout", "5"]);
             quiet(&cmd[0], &args, Some(dir));
+            // Whatever compose could not take down: the project's containers by label, then
+            // its network and volume (compose names them PROJECT_default and PROJECT_*).
+            let label = format!("label=com.docker.compose.project={project}");
+            for kind in ["container", "network", "volume"] {
+                let all: &[&str] = if kind == "container" { &["-a"] } else { &[] };
+                let listed = std::process::Command::new("docker")
+                    .args([kind, "ls", "-q", "--filter", &label])
+                    .args(all)
+                    .output();
+                let ids = listed
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                for id in ids.split_whitespace() {
+                    let rm: &[&str] = match kind {
+                        "container" => &["rm", "-f", "-v", id],
+                        "network" => &["network", "rm", id],
+                        _ => &["volume", "rm", "-f", id],
+                    };
+                    quiet("docker", rm, None);
+                }
+            }
         }
         for c in &self.containers {
             quiet("docker", &["rm", "-f", "-v", c], None);

@@ -31,8 +31,8 @@
 //! (I20010–I20012), the business error codes F60010–F60015, I10001, I10002, I10020, I10030 and
 //! S10001, and the answer to an injected 4xx (I10037 "License Failed To Update.").
 
+mod firewall;
 mod routes;
-mod ssh;
 mod state;
 mod wire;
 
@@ -46,7 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::server::Server;
-use state::{Fault, State};
+use super::ssh;
+use state::State;
 
 /// One firewall rule as the simulator stores it (the four strings of the wire format).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -386,17 +387,13 @@ impl IndigoSim {
     /// body for 5xx/401/429, an I10037 business error for other 4xx). Replaces a pending global
     /// fault; `n == 0` clears it.
     pub fn fail_next(&self, n: usize, status: u16) {
-        self.lock().fail_any = Fault::new(n, status);
+        self.lock().faults.set_any(n, status);
     }
 
     /// The next `n` requests to `ep` (the token endpoint included) answer `status`; checked before
     /// the global [`IndigoSim::fail_next`] fault.
     pub fn fail_next_on(&self, ep: Endpoint, n: usize, status: u16) {
-        let mut st = self.lock();
-        match Fault::new(n, status) {
-            Some(f) => st.fail_on.insert(ep, f),
-            None => st.fail_on.remove(&ep),
-        };
+        self.lock().faults.set(ep, n, status);
     }
 
     /// The next `n` successful answers of `ep` are cut in half (no longer valid JSON) while
@@ -576,7 +573,12 @@ impl SimBuilder {
         let state = Arc::new(Mutex::new(State::from_builder(self)?));
         let shared = Arc::clone(&state);
         let server = Server::start(move |req| routes::handle(Arc::clone(&shared), req)).await?;
-        let ssh = ssh::start_endpoints(&state, &ssh_ids).await?;
+        let judged = Arc::clone(&state);
+        let ssh = ssh::start_endpoints(ssh_ids, move |id: &u64| {
+            let mut st = judged.lock().unwrap_or_else(|e| e.into_inner());
+            firewall::accept(&mut st, *id, Instant::now())
+        })
+        .await?;
         Ok(IndigoSim { server, ssh, state })
     }
 }

@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime};
 use hyper::{Method, Response};
 use serde_json::Value;
 
-use super::state::{request_id, uuid_like, InstanceRec, State};
+use super::state::{request_id, InstanceRec, State};
 use super::wire::{array, php_escape, Obj};
 use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimRule};
+use crate::ids::uuid4;
 use crate::server::{epoch_ms, format_datetime, respond, set_header, Body, SimRequest};
 
 const API_PREFIX: &str = "/webarenaIndigo/v1/";
@@ -239,7 +240,7 @@ fn quota_exceeded(rid: &str) -> Answer {
         "Too Many Request.",
         &format!(
             "Rate limit quota violation. Quota limit  exceeded. Identifier : {}",
-            uuid_like()
+            uuid4()
         ),
         rid,
     )

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 
+use crate::faults::Faults;
+
 use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimBuilder, SimRule};
 
 /// Fixed settings taken from the builder.
@@ -27,22 +29,6 @@ pub(crate) struct Config {
 pub(crate) struct Token {
     pub issued: Instant,
     pub revoked: bool,
-}
-
-/// A pending injected failure.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fault {
-    pub remaining: usize,
-    pub status: u16,
-}
-
-impl Fault {
-    pub(crate) fn new(n: usize, status: u16) -> Option<Fault> {
-        (n > 0).then_some(Fault {
-            remaining: n,
-            status,
-        })
-    }
 }
 
 /// The current quota window.
@@ -144,8 +130,8 @@ pub(crate) struct State {
     pub last_admitted: Option<Instant>,
     pub instances: BTreeMap<u64, InstanceRec>,
     pub templates: BTreeMap<u64, TemplateRec>,
-    pub fail_any: Option<Fault>,
-    pub fail_on: HashMap<Endpoint, Fault>,
+    /// Injected statuses.
+    pub faults: Faults<Endpoint, u16>,
     pub malformed: HashMap<Endpoint, usize>,
     pub log: Vec<CallRecord>,
     pub throttled: usize,
@@ -224,8 +210,7 @@ impl State {
             last_admitted: None,
             instances,
             templates,
-            fail_any: None,
-            fail_on: HashMap::new(),
+            faults: Faults::new(),
             malformed: HashMap::new(),
             log: Vec::new(),
             throttled: 0,
@@ -304,26 +289,10 @@ impl State {
         token
     }
 
-    /// Takes one unit of the fault pending for `ep`, endpoint-specific first.
+    /// Takes one unit of the fault pending for `ep`, endpoint-specific first; the token
+    /// endpoint only gets its own.
     pub(crate) fn take_fault(&mut self, ep: Endpoint) -> Option<u16> {
-        if let Some(f) = self.fail_on.get_mut(&ep) {
-            let status = f.status;
-            f.remaining -= 1;
-            if f.remaining == 0 {
-                self.fail_on.remove(&ep);
-            }
-            return Some(status);
-        }
-        if ep == Endpoint::Token {
-            return None;
-        }
-        let f = self.fail_any.as_mut()?;
-        let status = f.status;
-        f.remaining -= 1;
-        if f.remaining == 0 {
-            self.fail_any = None;
-        }
-        Some(status)
+        self.faults.take(&ep, ep != Endpoint::Token)
     }
 
     /// Takes one unit of the malformation pending for `ep`.
@@ -359,19 +328,4 @@ impl State {
 pub(crate) fn request_id() -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("rrt-{n:016x}-c-gce-{}-{}", n % 9000 + 1000, n % 7 + 1)
-}
-
-/// A random UUID-shaped identifier (the quota error names one).
-pub(crate) fn uuid_like() -> String {
-    let mut rng = rand::thread_rng();
-    let a: u32 = rng.gen();
-    let b: u16 = rng.gen();
-    let c: u16 = rng.gen();
-    let d: u16 = rng.gen();
-    let e: u64 = rng.gen::<u64>() & 0xffff_ffff_ffff;
-    format!(
-        "{a:08x}-{b:04x}-{:04x}-{:04x}-{e:012x}",
-        (c & 0x0fff) | 0x4000,
-        (d & 0x3fff) | 0x8000
-    )
 }

@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::testing::{banner, client, greet, Greeted, SILENCE};
 
 const TPL: &str = "/webarenaIndigo/v1/nw/gettemplate/";
 const UPDATE: &str = "/webarenaIndigo/v1/nw/updatefirewall";
@@ -15,10 +16,6 @@ const FW_LIST: &str = "/webarenaIndigo/v1/nw/getfirewalllist";
 const VM_LIST: &str = "/webarenaIndigo/v1/vm/getinstancelist";
 const POWER: &str = "/webarenaIndigo/v1/vm/instance/statusupdate";
 const TOKEN: &str = "/oauth/v1/accesstokens";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 fn ssh(source: &str) -> SimRule {
     SimRule::new("Custom", "TCP", "22", source)
@@ -920,45 +917,6 @@ async fn shutdown_closes_the_port() {
 
 // ---------------------------------------------------------------------------------------------
 // SSH endpoints
-
-/// What an SSH endpoint did with one connection.
-#[derive(Debug, PartialEq, Eq)]
-enum Greeted {
-    /// These bytes arrived (all of them up to the first line end).
-    Line(String),
-    /// The connection was closed without a byte.
-    Closed,
-    /// Nothing arrived within the wait and the connection stayed open.
-    Silent,
-}
-
-/// How long a silent endpoint is given to say something.
-const SILENCE: Duration = Duration::from_millis(200);
-
-async fn greet(addr: std::net::SocketAddr) -> Greeted {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        match tokio::time::timeout(SILENCE, stream.read(&mut buf)).await {
-            Err(_) if got.is_empty() => return Greeted::Silent,
-            Err(_) => panic!("partial line {got:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) if got.is_empty() => return Greeted::Closed,
-            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed after {got:?}"),
-            Ok(Ok(n)) => {
-                got.extend_from_slice(&buf[..n]);
-                if got.ends_with(b"\n") {
-                    return Greeted::Line(String::from_utf8(got).unwrap());
-                }
-            }
-        }
-    }
-}
-
-fn banner() -> Greeted {
-    Greeted::Line("SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n".to_owned())
-}
 
 const HOME: &str = "220.146.61.235";
 

@@ -1,52 +1,12 @@
-//! Fake SSH endpoints: an instance greets only when running, responsive and admitted by its firewall.
+//! Which connections an Indigo instance's firewall templates admit, and what its fake SSH endpoint
+//! says to one (the endpoints themselves are the shared ones of `crate::ssh`).
 
-use std::collections::BTreeMap;
-use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::state::State;
 use super::{PowerState, SimRule};
-use crate::server::Server;
-
-/// The version line a healthy, reachable instance sends first.
-pub(crate) const BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.6 dynwall-sim\r\n";
-
-/// What one connection gets, decided when it is accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Greeting {
-    /// Send [`BANNER`], then wait for the peer to hang up.
-    Banner,
-    /// Close at once: the instance is not running (or no longer exists).
-    Close,
-    /// Say nothing until the peer hangs up: a hung guest, or a firewall dropping our packets.
-    Silent,
-}
-
-/// Binds one endpoint per instance in `ids`; every connection is judged against `state`.
-pub(crate) async fn start_endpoints(
-    state: &Arc<Mutex<State>>,
-    ids: &[u64],
-) -> io::Result<BTreeMap<u64, Server>> {
-    let mut endpoints = BTreeMap::new();
-    for &id in ids {
-        let state = Arc::clone(state);
-        let server = Server::start_tcp(move |stream| {
-            let greeting = {
-                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-                accept(&mut st, id, Instant::now())
-            };
-            serve(stream, greeting)
-        })
-        .await?;
-        endpoints.insert(id, server);
-    }
-    Ok(endpoints)
-}
+use crate::ssh::{prefix_contains, Greeting};
 
 /// Counts a connection to instance `id` and decides what it gets.
 pub(crate) fn accept(st: &mut State, id: u64, now: Instant) -> Greeting {
@@ -56,33 +16,9 @@ pub(crate) fn accept(st: &mut State, id: u64, now: Instant) -> Greeting {
         return Greeting::Close;
     };
     inst.settle(now, stop, start);
-    if inst.power != PowerState::Running {
-        Greeting::Close
-    } else if !inst.responsive || !firewall_admits(st, id) {
-        Greeting::Silent
-    } else {
-        Greeting::Banner
-    }
-}
-
-async fn serve(mut stream: TcpStream, greeting: Greeting) {
-    match greeting {
-        Greeting::Close => return,
-        Greeting::Banner => {
-            if stream.write_all(BANNER).await.is_err() {
-                return;
-            }
-        }
-        Greeting::Silent => {}
-    }
-    // Hold the connection, discarding whatever arrives, until the peer hangs up; shutdown of the
-    // simulator aborts this task.
-    let mut sink = [0u8; 1024];
-    while let Ok(n) = stream.read(&mut sink).await {
-        if n == 0 {
-            break;
-        }
-    }
+    let running = inst.power == PowerState::Running;
+    let responsive = inst.responsive;
+    Greeting::judge(running, responsive, firewall_admits(st, id))
 }
 
 /// True when no template is assigned to `id`, no client address is set, or some assigned
@@ -146,22 +82,7 @@ fn source_contains(source: &str, client: IpAddr) -> bool {
         None if net.is_ipv4() => 32,
         None => 128,
     };
-    match (net.to_canonical(), client.to_canonical()) {
-        (IpAddr::V4(n), IpAddr::V4(c)) => {
-            same_prefix(u32::from(n).into(), u32::from(c).into(), prefix, 32)
-        }
-        (IpAddr::V6(n), IpAddr::V6(c)) => same_prefix(n.into(), c.into(), prefix, 128),
-        _ => false,
-    }
-}
-
-/// True when the top `prefix` of `width` bits of `a` and `b` agree.
-fn same_prefix(a: u128, b: u128, prefix: u8, width: u8) -> bool {
-    let Some(shift) = width.checked_sub(prefix) else {
-        return false;
-    };
-    let shift = u32::from(shift);
-    a.checked_shr(shift).unwrap_or(0) == b.checked_shr(shift).unwrap_or(0)
+    prefix_contains(net, prefix, client)
 }
 
 #[cfg(test)]
