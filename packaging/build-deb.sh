@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Debian package (target/debian/dynwall_<version>-1_<arch>.deb) and checks its contents:
-# the binary, the three units, the conffile, the man page and the completions must be there, with
-# the right modes, and the maintainer scripts must enable the daemon without starting it and
-# leave the timer disabled. Exits non-zero on any miss.
+# Builds the Debian package (target/debian/dynwall_<version>-1_<arch>.deb) from the shared static
+# release build (build-release.sh) and checks its contents: the binary, the three units, the
+# conffile, the man page and the completions must be there, with the right modes; the control
+# file must have a one-line synopsis and a maintainer with an address; the maintainer scripts
+# must enable the daemon without starting it, leave the timer disabled, and clean /etc/dynwall
+# and the state on purge. Exits non-zero on any miss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,23 +15,13 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked
 fi
 
-echo "== release build"
-cargo build --release --locked
-bin="${CARGO_TARGET_DIR:-target}/release/dynwall"
-echo "release binary: $(stat -c %s "$bin") bytes"
-
-echo "== man page and shell completions (generated from the clap definitions)"
-assets=target/assets
-rm -rf "$assets"
-mkdir -p "$assets/completions"
-"$bin" man | gzip -9n >"$assets/dynwall.1.gz"
-"$bin" completions bash >"$assets/completions/dynwall.bash"
-"$bin" completions zsh >"$assets/completions/_dynwall"
-"$bin" completions fish >"$assets/completions/dynwall.fish"
+echo "== release build, man page and completions (shared with the .rpm and the image)"
+bash packaging/build-release.sh >/dev/null
 
 echo "== package"
 rm -rf target/debian
-cargo deb --locked --no-build --output target/debian/
+# --target: the assets' target/release/ paths become target/x86_64-unknown-linux-gnu/release/.
+cargo deb --locked --no-build --target x86_64-unknown-linux-gnu --output target/debian/
 debs=(target/debian/dynwall_*.deb)
 [ "${#debs[@]}" -eq 1 ] && [ -f "${debs[0]}" ] || { echo "expected one .deb, found: ${debs[*]}" >&2; exit 1; }
 deb="${debs[0]}"
@@ -68,10 +60,22 @@ conffiles="$(dpkg-deb -I "$deb" conffiles 2>/dev/null || true)"
 grep -qx '/etc/dynwall/dynwall.toml' <<<"$conffiles" || fail "/etc/dynwall/dynwall.toml is a conffile (conffiles: $conffiles)"
 
 control="$(dpkg-deb -f "$deb")"
-for field in 'Package: dynwall' 'Section: net' 'Priority: optional' 'Maintainer: dynwall developers'; do
+for field in 'Package: dynwall' 'Section: net' 'Priority: optional' 'Architecture: amd64'; do
     grep -qx "$field" <<<"$control" || fail "control field '$field'"
 done
-grep -q '^Depends: .*libc6' <<<"$control" || fail "Depends derived from the binary (libc6)"
+grep -qE '^Maintainer: [^<]+ <[^@ ]+@[^> ]+>$' <<<"$control" || fail "a maintainer with an address"
+# The synopsis: one line, at most 80 characters, no final period (Debian policy 3.4.1).
+# cargo-deb wraps the package description at 79 characters: longer, and its end would become the
+# first line of the extended description.
+synopsis="$(dpkg-deb -f "$deb" Description | sed -n 1p)"
+want="$(sed -n 's/^description = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)"
+[ "$synopsis" = "$want" ] && [ "${#synopsis}" -le 79 ] && [ "${synopsis%.}" = "$synopsis" ] \
+    || fail "one-line synopsis '$want' of at most 79 characters without a period (got '$synopsis')"
+[ "$(dpkg-deb -f "$deb" Description | sed -n '2p' | cut -c1)" = " " ] || fail "an extended description"
+# The binary is static: it needs no library, so nothing is derived for Depends.
+grep -q '^Depends: .*libc' <<<"$control" && fail "a static binary must not depend on libc"
+readelf -lW "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/dynwall" | grep INTERP >/dev/null \
+    && fail "the packaged binary is static"
 
 postinst="$(dpkg-deb -I "$deb" postinst)"
 sh -n <(printf '%s\n' "$postinst") || fail "postinst is valid sh"
@@ -87,13 +91,21 @@ grep -q '#DEBHELPER#' <<<"$postinst" && fail "postinst still has the #DEBHELPER#
 for script in prerm postrm; do
     dpkg-deb -I "$deb" "$script" >/dev/null 2>&1 || fail "$script present"
 done
+postrm="$(dpkg-deb -I "$deb" postrm)"
+sh -n <(printf '%s\n' "$postrm") || fail "postrm is valid sh"
+grep -q '#DEBHELPER#' <<<"$postrm" && fail "postrm still has the #DEBHELPER# marker"
+for line in 'rm -f /etc/dynwall/indigo_api_key /etc/dynwall/indigo_api_secret' \
+    'rmdir --ignore-fail-on-non-empty /etc/dynwall' 'rm -rf /var/lib/private/dynwall' \
+    'deb-systemd-helper purge'; do
+    grep -qF "$line" <<<"$postrm" || fail "postrm on purge: $line"
+done
 
 # The packaged binary runs, and the packaged man page is the roff page.
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
-"$root/usr/bin/dynwall" --version | grep -q '^dynwall ' || fail "packaged binary runs"
-zcat "$root/usr/share/man/man1/dynwall.1.gz" | head -n 3 | grep -q '^\.TH dynwall 1' || fail "man page is roff"
+"$root/usr/bin/dynwall" --version | grep '^dynwall ' >/dev/null || fail "packaged binary runs"
+zcat "$root/usr/share/man/man1/dynwall.1.gz" | sed -n 1,3p | grep '^\.TH dynwall 1' >/dev/null || fail "man page is roff"
 
 if [ "$failures" -ne 0 ]; then
     echo "$deb: $failures check(s) failed" >&2

@@ -1,8 +1,10 @@
 //! What a container needs, tested without a container engine: the shipped container config,
 //! the image and compose files agreeing with it, the real binary as PID 1 of a new PID namespace
 //! stopping on SIGTERM, and `dynwall healthcheck` (the image's HEALTHCHECK) on state files.
+//! `tests/image.rs` runs the image itself.
 
 mod common;
+mod docker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,10 +68,14 @@ fn the_image_compose_file_and_container_config_agree() {
     let config = read("packaging/docker/dynwall.toml");
     let ignore = read(".dockerignore");
     for line in [
+        "FROM scratch AS base",
+        "FROM base AS prebuilt",
+        "ADD rootfs.tar /",
         "FROM rust:1-bookworm AS build",
-        "cargo build --release --locked --target x86_64-unknown-linux-musl",
-        "FROM gcr.io/distroless/static-debian12:nonroot",
-        "USER 65532",
+        "cargo build --release --locked --target x86_64-unknown-linux-gnu",
+        "./rootfs.sh target/x86_64-unknown-linux-gnu/release/dynwall /rootfs.tar",
+        "FROM base AS runtime",
+        "USER 65532:65532",
         "ENV DYNWALL_CONFIG=/etc/dynwall/dynwall.toml",
         "VOLUME /var/lib/dynwall",
         "CMD [\"/usr/local/bin/dynwall\", \"healthcheck\"]",
@@ -78,12 +84,27 @@ fn the_image_compose_file_and_container_config_agree() {
     ] {
         assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
     }
+    // Both build paths take the static flag for the target only (build scripts stay dynamic),
+    // like packaging/build-release.sh, which CI uses.
+    let release = read("packaging/build-release.sh");
+    for text in [&dockerfile, &release] {
+        assert!(text.contains(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static\""
+        ));
+    }
+    // The default target is the last stage: users with a registry build from source.
+    let last_from = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("FROM "))
+        .unwrap_or("");
+    assert_eq!(last_from, "FROM base AS runtime");
     for line in [
         "read_only: true",
         "cap_drop: [ALL]",
         "no-new-privileges:true",
         "init: false",
         "restart: unless-stopped",
+        "image: ${DYNWALL_IMAGE:-dynwall:latest}",
         "stop_grace_period:",
         "- state:/var/lib/dynwall",
         "- ./dynwall.toml:/etc/dynwall/dynwall.toml:ro",
@@ -106,7 +127,14 @@ fn the_image_compose_file_and_container_config_agree() {
     assert!(config.contains("state_dir = \"/var/lib/dynwall\""));
     // The build context is the repository: everything is excluded but what cargo needs.
     assert!(ignore.lines().any(|l| l.trim() == "*"), "{ignore}");
-    for keep in ["!Cargo.toml", "!Cargo.lock", "!src/", "!benches/"] {
+    for keep in [
+        "!Cargo.toml",
+        "!Cargo.lock",
+        "!src/",
+        "!benches/",
+        "!crates/",
+        "!packaging/docker/rootfs.sh",
+    ] {
         assert!(
             ignore.lines().any(|l| l.trim() == keep),
             "{keep} in {ignore}"
@@ -145,17 +173,17 @@ async fn pid_namespaces_work() -> bool {
         .await
     {
         Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            println!(
-                "note: unshare --pid fails here ({}); skipping the PID 1 test",
+        Ok(o) => docker::prerequisite(
+            "container::as_pid_1",
+            Some(format!(
+                "unshare --pid fails here: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            println!("note: unshare is not available ({e}); skipping the PID 1 test");
-            false
-        }
+            )),
+        ),
+        Err(e) => docker::prerequisite(
+            "container::as_pid_1",
+            Some(format!("unshare is not available: {e}")),
+        ),
     }
 }
 

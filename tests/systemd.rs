@@ -1,8 +1,10 @@
 //! The real binary under a fake service manager: the sd_notify protocol (READY, STATUS, WATCHDOG,
 //! RELOADING + MONOTONIC_USEC, STOPPING) read from a datagram socket the test binds, reload on
-//! SIGHUP, and the shipped unit files checked by `systemd-analyze`.
+//! SIGHUP, and the shipped unit files checked by `systemd-analyze`. `tests/service.rs` runs the
+//! units under a real systemd.
 
 mod common;
+mod docker;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -319,7 +321,10 @@ fn analyze(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Option<std::proc
     match c.output() {
         Ok(o) => Some(o),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("note: systemd-analyze is not installed; skipping the unit file checks");
+            docker::prerequisite(
+                "systemd::unit files",
+                Some("systemd-analyze is not installed".to_string()),
+            );
             None
         }
         Err(e) => panic!("systemd-analyze: {e}"),
@@ -356,7 +361,7 @@ fn systemd_analyze_verify_accepts_the_units() {
         .is_ok();
     let mut args = vec!["verify"];
     if !have_man {
-        println!("note: man(1) is not installed; verifying without the Documentation= check");
+        docker::notice("note: man(1) is not installed; verifying without the Documentation= check");
         args.push("--man=no");
     }
     let files: Vec<String> = UNITS.iter().map(|u| format!("./{u}")).collect();
@@ -424,7 +429,10 @@ async fn check_as_dynamic_user(cfg: &Path, env: &[(&str, &Path)]) -> Option<std:
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if !is_root {
-        println!("note: not root; skipping the DynamicUser test");
+        docker::prerequisite(
+            "systemd::dynamic user",
+            Some("not root: setpriv cannot switch to another uid".to_string()),
+        );
         return None;
     }
     let mut c = tokio::process::Command::new("setpriv");
@@ -452,7 +460,10 @@ async fn check_as_dynamic_user(cfg: &Path, env: &[(&str, &Path)]) -> Option<std:
     match tokio::time::timeout(Duration::from_secs(30), c.output()).await {
         Ok(Ok(o)) => Some(o),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("note: setpriv is not installed; skipping the DynamicUser test");
+            docker::prerequisite(
+                "systemd::dynamic user",
+                Some("setpriv is not installed".to_string()),
+            );
             None
         }
         Ok(Err(e)) => panic!("setpriv: {e}"),

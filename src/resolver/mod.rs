@@ -24,6 +24,7 @@ pub mod http;
 pub mod interface;
 pub mod json;
 pub mod memory;
+mod names;
 mod parse;
 pub mod stun;
 #[cfg(test)]

@@ -42,8 +42,9 @@ pub struct StunResolver {
 }
 
 impl StunResolver {
-    /// A source asking `server` (`host:port`) over `family`. A host name is resolved with the
-    /// system resolver at each lookup, and only its addresses of `family` are used.
+    /// A source asking `server` (`host:port`) over `family`. A host name is resolved at each
+    /// lookup (`/etc/hosts`, then the DNS servers of `/etc/resolv.conf`), and only its addresses
+    /// of `family` are used.
     pub fn new(server: String, family: Family) -> Self {
         let label = format!("stun {server}");
         StunResolver {
@@ -54,11 +55,12 @@ impl StunResolver {
     }
 
     async fn server_addr(&self) -> Result<SocketAddr, SourceError> {
-        let addrs = tokio::net::lookup_host(self.server.as_str())
-            .await
-            .map_err(|e| SourceError::Transport {
-                message: format!("cannot resolve {}: {}", self.server, resolve_reason(&e)),
-            })?;
+        let addrs =
+            super::names::lookup_host(&self.server)
+                .await
+                .map_err(|e| SourceError::Transport {
+                    message: format!("cannot resolve {}: {}", self.server, resolve_reason(&e)),
+                })?;
         addrs
             .into_iter()
             .find(|a| Family::of(a.ip()) == self.family)

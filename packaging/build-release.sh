@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one release build that the .deb, the .rpm and the container image share: a static binary
+# (glibc, +crt-static) for x86_64-unknown-linux-gnu, then the man page and the shell completions
+# generated from it. Prints the binary's path on its last line. A second run is a no-op for cargo.
+#
+# Why static glibc: no musl target can be installed here, and one binary must run in a
+# `FROM scratch` image as well as on any Debian or RPM system. Name resolution never reaches
+# glibc's NSS (which a static binary cannot load safely): reqwest resolves with hickory-dns, the
+# STUN source with hickory-resolver, both from /etc/hosts and /etc/resolv.conf.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+triple=x86_64-unknown-linux-gnu
+# Only for the target: with an explicit --target, build scripts and proc macros stay dynamic.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+
+cargo build --release --locked --target "$triple" >&2
+bin="${CARGO_TARGET_DIR:-target}/$triple/release/dynwall"
+# A dynamically linked executable names its loader in a PT_INTERP header; a static one has none.
+if readelf -lW "$bin" | grep INTERP >/dev/null; then
+    echo "$bin is not statically linked: $(readelf -lW "$bin" | grep -A1 INTERP)" >&2
+    exit 1
+fi
+echo "release binary: $bin, $(stat -c %s "$bin") bytes, static" >&2
+
+assets="${CARGO_TARGET_DIR:-target}/assets"
+rm -rf "$assets"
+mkdir -p "$assets/completions"
+"$bin" man | gzip -9n >"$assets/dynwall.1.gz"
+"$bin" completions bash >"$assets/completions/dynwall.bash"
+"$bin" completions zsh >"$assets/completions/_dynwall"
+"$bin" completions fish >"$assets/completions/dynwall.fish"
+echo "$bin"
