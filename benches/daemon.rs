@@ -236,7 +236,10 @@ impl FileWatch {
 async fn main() {
     println!("binary: {}", binary().display());
     if let Ok(m) = std::fs::metadata(binary()) {
-        println!("binary size:                    {:.2} MiB", m.len() as f64 / 1048576.0);
+        println!(
+            "binary size:                    {:.2} MiB",
+            m.len() as f64 / 1048576.0
+        );
     }
 
     // The daemon from a fresh state, a template holding an old address, the real quota.

@@ -110,6 +110,7 @@ fn provider_code(p: &ProviderError) -> Code {
         ProviderError::Quota { .. } => Code::TempFail,
         ProviderError::Transport { .. } | ProviderError::Unavailable { .. } => Code::Unavailable,
         ProviderError::Cancelled { .. } => Code::Ok,
+        ProviderError::UnknownInstances { .. } => Code::Config,
         ProviderError::Api { .. }
         | ProviderError::Malformed { .. }
         | ProviderError::NotFound { .. } => Code::Failure,
@@ -119,7 +120,6 @@ fn provider_code(p: &ProviderError) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn errors_map_to_the_documented_codes() {
@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(auth.code(), Code::NoPerm);
         let quota = AppError::Provider(ProviderError::Quota {
             op: "x",
-            waited: Duration::from_secs(60),
+            detail: "it did not reset within 1m".into(),
         });
         assert_eq!(quota.code(), Code::TempFail);
         let down = AppError::Provider(ProviderError::Unavailable {

@@ -4,13 +4,17 @@
 //! this module. A provider (Indigo today, OpenStack later) maps its own wire format onto them, so a new
 //! provider never touches the sync or probe logic.
 
+pub mod error;
+pub mod http;
 pub mod indigo;
+pub mod token;
+
+pub use error::ProviderError;
 
 pub use crate::ids::{FirewallId, InstanceId};
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -123,66 +127,6 @@ pub enum PowerOutcome {
     Accepted,
     /// The instance already was in the requested state (Indigo I10016/I10017): progress, not an error.
     AlreadyInState,
-}
-
-/// Errors of the provider layer, classified so callers never match on messages.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// Network failure or timeout talking to `op`.
-    #[error("{op}: {source}")]
-    Transport {
-        op: &'static str,
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The API answered a status that a retry may cure (5xx, 408).
-    #[error("{op}: HTTP {status}")]
-    Unavailable { op: &'static str, status: u16 },
-    /// The API quota did not reset in time.
-    #[error("{op}: API quota exhausted; it did not reset within {waited:?}")]
-    Quota { op: &'static str, waited: Duration },
-    /// Credentials were refused.
-    #[error("{op}: credentials rejected (HTTP {status})")]
-    Auth { op: &'static str, status: u16 },
-    /// A business error from the API (`errorCode`/`errorMessage`).
-    #[error("{op}: API error {code}: {message} (HTTP {status})")]
-    Api {
-        op: &'static str,
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// The answer could not be understood; nothing was acted on.
-    #[error("{op}: unexpected answer: {reason}")]
-    Malformed { op: &'static str, reason: String },
-    /// A referenced object does not exist.
-    #[error("{op}: {what} does not exist")]
-    NotFound { op: &'static str, what: String },
-    /// The request was abandoned because dynwall is shutting down.
-    #[error("{op}: cancelled")]
-    Cancelled { op: &'static str },
-}
-
-impl ProviderError {
-    /// True when the same request may succeed later without any change on our side.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ProviderError::Transport { .. }
-                | ProviderError::Unavailable { .. }
-                | ProviderError::Quota { .. }
-        )
-    }
-
-    /// True when the provider refused our credentials.
-    pub fn is_auth(&self) -> bool {
-        matches!(self, ProviderError::Auth { .. })
-    }
-
-    /// True when the failure is the API quota.
-    pub fn is_quota(&self) -> bool {
-        matches!(self, ProviderError::Quota { .. })
-    }
 }
 
 /// Reading and writing firewall rules.

@@ -14,6 +14,6 @@ mod server;
 
 pub use echo::{IpEcho, DEFAULT_IP};
 pub use indigo::{
-    AbsentInstances, CallRecord, Endpoint, IndigoSim, PowerState, SimBuilder, SimInstance, SimRule,
-    SimTemplate,
+    AbsentInstances, BadToken, CallRecord, Endpoint, IndigoSim, PowerState, SimBuilder,
+    SimInstance, SimRule, SimTemplate, StopCodeKey,
 };

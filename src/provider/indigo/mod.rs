@@ -3,9 +3,11 @@
 //! The client implements [`crate::provider::Firewall`] and [`crate::provider::Power`]; nothing
 //! outside this module knows Indigo's JSON.
 
-pub mod auth;
 pub mod budget;
 pub mod client;
 pub mod model;
 
-pub use client::{ClientStats, IndigoClient};
+pub use client::IndigoClient;
+
+#[cfg(test)]
+mod tests;
