@@ -150,7 +150,7 @@ impl Engine {
         // cycle instead of waiting out the reconcile period.
         for fw in &config.firewalls {
             if !self.config.firewalls.contains(fw) {
-                if let Some(rec) = self.state.firewalls.get_mut(&fw.template.0) {
+                if let Some(rec) = self.state.firewalls.get_mut(&fw.id.0) {
                     rec.verified_at = 0;
                 }
             }
@@ -218,11 +218,11 @@ impl Engine {
             let r = self.sync_one(i, fw, &home).await;
             match &r {
                 Ok(_) => {
-                    self.failed_firewalls.remove(&fw.template);
+                    self.failed_firewalls.remove(&fw.id);
                 }
                 Err(e) => {
-                    tracing::error!("firewall {}: {e}", fw.template);
-                    self.failed_firewalls.insert(fw.template.clone());
+                    tracing::error!("firewall {}: {e}", fw.id);
+                    self.failed_firewalls.insert(fw.id.clone());
                 }
             }
             report.firewalls.push((i, r));
@@ -234,7 +234,7 @@ impl Engine {
     /// True unless the firewall was confirmed for every known tracked address within the
     /// reconcile period.
     fn needs_read(&self, fw: &FirewallConfig, home: &Home) -> bool {
-        let Some(rec) = self.state.firewalls.get(&fw.template.0) else {
+        let Some(rec) = self.state.firewalls.get(&fw.id.0) else {
             return true;
         };
         let same = fw
@@ -258,7 +258,7 @@ impl Engine {
         let (current, plan) = sync::read_and_plan(self.provider.as_ref(), fw, home).await?;
         let lines = plan.describe(fw);
         let outcome = if plan.is_noop() {
-            tracing::debug!(template = %fw.template, "firewall in sync");
+            tracing::debug!(template = %fw.id, "firewall in sync");
             FirewallOutcome::InSync
         } else if self.dry_run {
             for l in &lines {
@@ -281,11 +281,11 @@ impl Engine {
                 _ => self
                     .state
                     .firewalls
-                    .get(&fw.template.0)
+                    .get(&fw.id.0)
                     .and_then(|r| r.updated_at),
             };
             // Families unknown this cycle keep what was confirmed for them before.
-            let before = self.state.firewalls.get(&fw.template.0);
+            let before = self.state.firewalls.get(&fw.id.0);
             let tracked = |f: Family| fw.family.families().contains(&f);
             let confirmed = |f: Family| {
                 if !tracked(f) {
@@ -300,7 +300,7 @@ impl Engine {
                 updated_at,
                 verified_at: now,
             };
-            self.state.firewalls.insert(fw.template.0.clone(), record);
+            self.state.firewalls.insert(fw.id.0.clone(), record);
             // Persist right after a confirmed write, so a crash cannot forget it.
             if !self.dry_run {
                 self.store.save(&self.state)?;
@@ -343,7 +343,7 @@ impl Engine {
         Err(AppError::UnknownInstances {
             path: self.config.path.clone(),
             index,
-            template: fw.template.to_string(),
+            template: fw.id.to_string(),
             missing,
         })
     }
@@ -400,8 +400,8 @@ impl Engine {
             .iter()
             .filter(|f| f.instances.contains(id))
             .all(|f| {
-                let rec = self.state.firewalls.get(&f.template.0);
-                !self.failed_firewalls.contains(&f.template)
+                let rec = self.state.firewalls.get(&f.id.0);
+                !self.failed_firewalls.contains(&f.id)
                     && f.family.families().iter().all(|fam| {
                         current.get(*fam).is_some()
                             && rec.and_then(|r| record_ip(r, *fam)) == current.get(*fam)

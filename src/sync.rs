@@ -45,7 +45,7 @@ impl Plan {
 
     /// One line per change, for logs, `check` and `--dry-run`.
     pub fn describe(&self, fw: &FirewallConfig) -> Vec<String> {
-        let what = format!("firewall {}: {}/{}", fw.template, fw.port, fw.protocol);
+        let what = format!("firewall {}: {}/{}", fw.id, fw.port, fw.protocol);
         if self.added.len() == 1 && self.removed.len() == 1 {
             return vec![format!(
                 "{what} {} → {}",
@@ -265,7 +265,7 @@ pub async fn read_and_plan(
     fw: &FirewallConfig,
     home: &Home,
 ) -> Result<(FirewallState, Plan), ProviderError> {
-    let current = provider.read_firewall(&fw.template).await?;
+    let current = provider.read_firewall(&fw.id).await?;
     let plan = plan(&current.rules, fw, home);
     Ok((current, plan))
 }
@@ -279,14 +279,14 @@ pub async fn apply(
     plan: &Plan,
 ) -> Result<(), SyncError> {
     let write = FirewallWrite {
-        id: fw.template.clone(),
+        id: fw.id.clone(),
         rules: plan.rules.clone(),
         instances: fw.instances.clone(),
     };
     provider.write_firewall(current, &write).await?;
-    let back = provider.read_firewall(&fw.template).await?;
+    let back = provider.read_firewall(&fw.id).await?;
     verify(&write.rules, &back.rules).map_err(|mismatch| SyncError::Verify {
-        template: fw.template.to_string(),
+        template: fw.id.to_string(),
         mismatch,
     })
 }
@@ -299,7 +299,8 @@ mod tests {
 
     fn fw(keep: &[&str]) -> FirewallConfig {
         FirewallConfig {
-            template: FirewallId("12836".into()),
+            cloud: crate::ids::CloudName::indigo(),
+            id: FirewallId("12836".into()),
             instances: vec![InstanceId("616516".into())],
             protocol: "TCP".into(),
             port: "22".into(),

@@ -40,16 +40,16 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
             let e = AppError::UnknownInstances {
                 path: cfg.path.clone(),
                 index: i,
-                template: fw.template.to_string(),
+                template: fw.id.to_string(),
                 missing,
             };
-            let _ = writeln!(out, "firewall {}: {e}", fw.template);
+            let _ = writeln!(out, "firewall {}: {e}", fw.id);
             code = code.worst(e.code());
         }
-        let current = match provider.read_firewall(&fw.template).await {
+        let current = match provider.read_firewall(&fw.id).await {
             Ok(c) => c,
             Err(e) => {
-                let _ = writeln!(out, "firewall {}: {e}", fw.template);
+                let _ = writeln!(out, "firewall {}: {e}", fw.id);
                 code = code.worst(AppError::from(e).code());
                 continue;
             }
@@ -64,7 +64,7 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
         let _ = writeln!(
             out,
             "firewall {} ({}): {} inbound, {} outbound rules; owned {}/{} sources: [{}]",
-            fw.template,
+            fw.id,
             current.name.as_deref().unwrap_or("unnamed"),
             current.rules.inbound.len(),
             current.rules.outbound.len(),
@@ -75,7 +75,7 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
         if home.covers_any(fw) {
             let plan = sync::plan(&current.rules, fw, &home);
             if plan.is_noop() {
-                let _ = writeln!(out, "firewall {}: in sync", fw.template);
+                let _ = writeln!(out, "firewall {}: in sync", fw.id);
             }
             for l in plan.describe(fw) {
                 let _ = writeln!(out, "plan: {l}");

@@ -182,8 +182,8 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
                 Ok(FirewallOutcome::WouldUpdate(lines)) => lines
                     .iter()
                     .try_for_each(|l| writeln!(out, "would change {l}")),
-                Ok(_) => writeln!(out, "firewall {}: in sync", fw.template),
-                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.template),
+                Ok(_) => writeln!(out, "firewall {}: in sync", fw.id),
+                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.id),
             };
         }
     }

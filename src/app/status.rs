@@ -97,11 +97,11 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
         }
     }
     for fw in &cfg.firewalls {
-        let _ = match st.firewalls.get(&fw.template.0) {
+        let _ = match st.firewalls.get(&fw.id.0) {
             Some(r) => writeln!(
                 out,
                 "firewall {}: {} (verified {}, last written {})",
-                fw.template,
+                fw.id,
                 sync::Home {
                     v4: r.ip,
                     v6: r.ip6
@@ -109,7 +109,7 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
                 ago(r.verified_at),
                 r.updated_at.map_or("never".to_string(), ago)
             ),
-            None => writeln!(out, "firewall {}: not synced yet", fw.template),
+            None => writeln!(out, "firewall {}: not synced yet", fw.id),
         };
     }
     Ok(Code::Ok)

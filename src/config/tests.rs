@@ -47,7 +47,7 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.resolver.sources, default_sources().unwrap()[..4]);
     assert_eq!(cfg.indigo.api_key.expose(), "key-from-file");
     assert_eq!(cfg.indigo.api_secret.expose(), "secret-from-file");
-    assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
+    assert_eq!(cfg.firewalls[0].id, FirewallId("12836".into()));
     assert_eq!(cfg.firewalls[0].keep[0].to_string(), "198.51.100.0/24");
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
@@ -283,6 +283,28 @@ fn invalid_configs_name_the_key_and_the_reason() {
         ("[[probe]]\ninstance = 1\nfailures = 0\n", "probe[0].failures", "at least 1"),
         ("[[probe]]\ninstance = 1\naddress = \"host\"\n", "probe[0].address", "not an address"),
         ("[typo]\nx = 1\n", "typo", "unknown key"),
+        (
+            "[daemon]\ninterval = \"18446744073709551615s\"\n",
+            "daemon.interval",
+            "at most 366 days",
+        ),
+        (
+            "[[probe]]\ninstance = 1\nwindow = \"400d\"\n",
+            "probe[0].window",
+            "at most",
+        ),
+        ("resolver = [2, \"1s\"]\n", "resolver", "expected a table"),
+        ("daemon = [\"1s\"]\n", "daemon", "expected a table"),
+        (
+            "firewall = [[1, [2]]]\n[[probe]]\ninstance = 1\n",
+            "firewall[0]",
+            "expected a table",
+        ),
+        (
+            "[resolver]\nsource = [[\"http\", \"https://y.example\"]]\n",
+            "resolver.source[0]",
+            "expected a table",
+        ),
         (
             "[[firewall]]\ntemplate = 1\ninstances = []\nfamily = \"ipv5\"\n",
             "firewall[0].family",

@@ -327,6 +327,7 @@ mod tests {
 
     fn cfg() -> ProbeConfig {
         ProbeConfig {
+            cloud: crate::ids::CloudName::indigo(),
             instance: InstanceId("616516".into()),
             address: None,
             check: ProbeCheck::Ssh,

@@ -410,6 +410,7 @@ pub(crate) mod testkit {
     /// A probe config with the A.3 defaults and a fast probe timeout.
     pub fn cfg() -> ProbeConfig {
         ProbeConfig {
+            cloud: crate::ids::CloudName::indigo(),
             instance: InstanceId("616516".into()),
             address: None,
             check: ProbeCheck::Ssh,
