@@ -1,7 +1,8 @@
 //! Exit codes (sysexits) and the one mapping from errors to them.
 
 use crate::config::ConfigError;
-use crate::provider::{InstanceId, ProviderError};
+use crate::ids::InstanceId;
+use crate::provider::ProviderError;
 use crate::resolver::ResolveError;
 use crate::state::StateError;
 use crate::sync::SyncError;
@@ -82,6 +83,16 @@ pub enum AppError {
         template: String,
         missing: Vec<InstanceId>,
     },
+    #[error(
+        "{}: probe[{index}].instance: instance {instance} not found in getinstancelist; \
+         it can never be probed by its API address or remediated",
+        path.display()
+    )]
+    UnknownProbeInstance {
+        path: std::path::PathBuf,
+        index: usize,
+        instance: InstanceId,
+    },
     #[error("{0}")]
     Setup(String),
     /// Remediation of an instance is given up; an operator should look.
@@ -93,7 +104,9 @@ impl AppError {
     /// The exit code this error ends a run with.
     pub fn code(&self) -> Code {
         match self {
-            AppError::Config(_) | AppError::UnknownInstances { .. } => Code::Config,
+            AppError::Config(_)
+            | AppError::UnknownInstances { .. }
+            | AppError::UnknownProbeInstance { .. } => Code::Config,
             AppError::State(StateError::Locked { .. }) => Code::TempFail,
             AppError::State(_) => Code::Failure,
             AppError::Resolve(_) => Code::Unavailable,

@@ -22,10 +22,11 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod cycle;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod engine;
 pub mod exit;
 pub mod ids;
 pub mod net;

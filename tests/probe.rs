@@ -61,7 +61,7 @@ fn verbs(w: &World, id: u64) -> Vec<String> {
 }
 
 fn record(w: &World, id: u64) -> serde_json::Value {
-    state_json(w)["instances"][id.to_string()].clone()
+    state_json(w)["clouds"]["indigo"]["instances"][id.to_string()].clone()
 }
 
 /// Waits until the running daemon has seen `id` answer a probe.
@@ -337,10 +337,15 @@ async fn a_healthy_round_costs_no_api_call_and_a_failing_one_a_single_list() {
     assert!(out.contains(&format!("instance {WEB}: healthy")), "{out}");
     assert!(out.contains("budget 0/3"), "{out}");
 
-    // Both fail: one list serves the decisions for both (and the fleet breaker holds them).
+    // Both fail once: no decision could act yet (2 failures are needed), so no API call.
     w.sim.set_responsive(WEB, false);
     w.sim.set_responsive(DB, false);
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1);
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 0, "{}", text(&out));
+    // Both down: one list serves the decisions for both (and the fleet breaker holds them).
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1, "{}", text(&out));
+    assert!(w.sim.power_log().is_empty());
 }

@@ -4,11 +4,8 @@
 //! rules are table-tested and a persisted record means the same thing after a restart.
 
 use std::fmt;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::remediate::Remediation;
+pub use super::record::{secs, InstanceRecord};
 use crate::config::ProbeConfig;
 use crate::provider::PowerState;
 
@@ -16,68 +13,6 @@ use crate::provider::PowerState;
 pub const BACKOFF_BASE_SECS: u64 = 10 * 60;
 /// Longest pause between two remediations of one instance (A.3: capped at 6 h).
 pub const BACKOFF_CAP_SECS: u64 = 6 * 3600;
-
-/// Whole seconds of a duration, rounded up, so a sub-second config value never becomes "no wait".
-pub fn secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// What dynwall remembers about one probed instance, persisted in the state file.
-///
-/// Times are unix seconds so the record keeps its meaning across restarts and `--once` runs;
-/// missing fields (an older state file) take their defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct InstanceRecord {
-    /// Failed probes in a row that counted (failures inside grace do not).
-    pub consecutive_failures: u32,
-    pub last_probe_at: Option<u64>,
-    pub last_ok_at: Option<u64>,
-    /// Why the last failed probe (or remediation) failed.
-    pub last_error: Option<String>,
-    /// Until then probe failures do not count; ends early on the first success.
-    pub grace_until: Option<u64>,
-    /// Start times of remediations, for the rolling `window` budget (one stop…start is one entry).
-    pub actions: Vec<u64>,
-    /// No new remediation of this instance before then.
-    pub backoff_until: Option<u64>,
-    /// The budget was spent while the instance was down: no more actions until it answers a probe
-    /// again or the operator resets it.
-    pub given_up: bool,
-    /// A remediation was already taken in this incident and could not complete; a new one waits for
-    /// a successful probe (the end of the incident) or an operator reset.
-    pub incident_acted: bool,
-    /// The power state the provider reported last round (a change to `Running` starts a grace period).
-    pub last_api_state: Option<PowerState>,
-    /// The stop…start sequence in flight, if any.
-    pub remediation: Option<Remediation>,
-    /// Why dynwall last held off acting on this instance while it was down (logged once, shown
-    /// by `status`); cleared when it acts or the instance recovers.
-    pub last_hold: Option<String>,
-}
-
-impl InstanceRecord {
-    /// True while probe failures do not count.
-    pub fn in_grace(&self, now: u64) -> bool {
-        self.grace_until.is_some_and(|g| now < g)
-    }
-
-    /// `Some(true)` when the most recent probe succeeded, `None` before the first probe.
-    pub fn last_probe_ok(&self) -> Option<bool> {
-        self.last_probe_at.map(|p| self.last_ok_at == Some(p))
-    }
-
-    /// Remediations started within the rolling window ending at `now`.
-    pub fn actions_in_window(&self, cfg: &ProbeConfig, now: u64) -> u32 {
-        let window = secs(cfg.window);
-        let n = self
-            .actions
-            .iter()
-            .filter(|&&t| t.saturating_add(window) > now)
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-}
 
 /// Records the outcome of one probe.
 ///
@@ -123,6 +58,7 @@ pub fn note_api_state(rec: &mut InstanceRecord, state: &PowerState, cfg: &ProbeC
 /// An in-flight remediation is kept: an instance dynwall stopped is always started again.
 pub fn reset(rec: &mut InstanceRecord) {
     rec.given_up = false;
+    rec.needs_operator = None;
     rec.incident_acted = false;
     rec.actions.clear();
     rec.backoff_until = None;
@@ -177,6 +113,8 @@ pub enum Decision {
     Remediate,
     /// Down and the budget is spent: an operator should look.
     GivenUp,
+    /// A remediation could not finish within its deadline: an operator should look.
+    NeedsOperator,
     /// A remediation is in flight; it continues whatever the gates say.
     InProgress,
 }
@@ -208,6 +146,16 @@ pub enum HoldReason {
     DryRun,
     /// No probe target: no `address` configured and the API reported no IP.
     NoAddress,
+    /// Checked again right before acting, the sources do not agree on an address.
+    AddressUnsettled(String),
+    /// Checked again right before acting, the address is not the one the firewall was synced
+    /// to: the firewall is synced first.
+    AddressChanged(String),
+    /// Read again right before acting, a firewall does not hold the current address (changed by
+    /// hand, or not written yet): the firewall is synced first.
+    RuleNotConfirmed(String),
+    /// The API's request budget is busy with other work; decided again next round.
+    ApiBusy,
 }
 
 impl fmt::Display for HoldReason {
@@ -237,6 +185,17 @@ impl fmt::Display for HoldReason {
             HoldReason::Disabled => f.write_str("remediation is disabled for it"),
             HoldReason::DryRun => f.write_str("dry run"),
             HoldReason::NoAddress => f.write_str("no address to probe"),
+            HoldReason::AddressUnsettled(why) => {
+                write!(f, "the public address is not settled ({why})")
+            }
+            HoldReason::AddressChanged(what) => {
+                write!(
+                    f,
+                    "the public address changed ({what}); syncing the firewall first"
+                )
+            }
+            HoldReason::RuleNotConfirmed(what) => write!(f, "{what}; syncing it first"),
+            HoldReason::ApiBusy => f.write_str("the API budget is busy; deciding next round"),
         }
     }
 }
@@ -249,6 +208,7 @@ impl fmt::Display for Decision {
             Decision::Hold(r) => write!(f, "holding: {r}"),
             Decision::Remediate => f.write_str("remediate"),
             Decision::GivenUp => f.write_str("given up"),
+            Decision::NeedsOperator => f.write_str("needs an operator"),
             Decision::InProgress => f.write_str("remediation in progress"),
         }
     }
@@ -262,7 +222,8 @@ impl fmt::Display for Decision {
 /// 3. fewer than `failures` consecutive failures is [`Decision::Healthy`] / [`Decision::Failing`];
 /// 4. for a down instance the observer gates come first (connectivity, firewall, API state, fleet
 ///    breaker) — when they are closed "down" cannot be trusted, so not even "given up" is claimed;
-/// 5. then the instance's own limits: given up, already acted in this incident, budget spent
+/// 5. then the instance's own limits: needs an operator, given up, already acted in this
+///    incident, budget spent
 ///    (⇒ [`Decision::GivenUp`]; the caller sets `given_up` and logs it loudly), backoff, one at a
 ///    time;
 /// 6. dry run holds where dynwall would act; otherwise [`Decision::Remediate`].
@@ -297,6 +258,9 @@ pub fn decide(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) 
     if gates.fleet_down_fraction_exceeded {
         return Decision::Hold(H::FleetDown);
     }
+    if rec.needs_operator.is_some() {
+        return Decision::NeedsOperator;
+    }
     if rec.given_up {
         return Decision::GivenUp;
     }
@@ -318,12 +282,52 @@ pub fn decide(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) 
     Decision::Remediate
 }
 
+/// Whether a round must know an instance's power state (a `getinstancelist` call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ListNeed {
+    /// Not for this instance.
+    No,
+    /// Eventually: an instance held because it is not running is looked at again slowly, so a
+    /// start by its owner is noticed.
+    Slow,
+    /// This round: a decision could act on it.
+    Now,
+}
+
+/// What a down (or unknown) instance needs from the API this round, given the gates known
+/// without it. Pure. A healthy instance needs nothing; one whose decision could reach
+/// [`Decision::Remediate`] if the API reported it running needs the list now; one the API last
+/// reported not running is looked at again slowly; the rest (in grace, given up, backing off,
+/// held by an observer gate) cost nothing.
+pub fn list_need(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) -> ListNeed {
+    if rec.remediation.is_some() {
+        return ListNeed::Now;
+    }
+    if rec.consecutive_failures == 0 && rec.last_probe_ok() != Some(false) {
+        return ListNeed::No;
+    }
+    // A dry run asks too: it shows where dynwall would act.
+    let running = Gates {
+        api_state: Some(PowerState::Running),
+        dry_run: false,
+        ..gates.clone()
+    };
+    if decide(rec, cfg, &running, now) == Decision::Remediate {
+        return ListNeed::Now;
+    }
+    match &rec.last_api_state {
+        Some(s) if *s != PowerState::Running => ListNeed::Slow,
+        _ => ListNeed::No,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ProbeCheck;
-    use crate::probe::remediate::{Remediation, Step};
+    use crate::probe::record::{Remediation, Step};
     use crate::provider::InstanceId;
+    use std::time::Duration;
 
     fn cfg() -> ProbeConfig {
         ProbeConfig {
@@ -650,19 +654,55 @@ mod tests {
     }
 
     #[test]
-    fn a_record_survives_a_json_round_trip_and_old_files_fill_defaults() {
-        let mut rec = down();
+    fn the_api_is_asked_only_when_a_decision_could_act() {
+        let c = cfg();
+        let mut rec = InstanceRecord::default();
+        observe(&mut rec, true, None, 10);
+        assert_eq!(list_need(&rec, &c, &open(), 10), ListNeed::No, "healthy");
+        failed(&mut rec, 2, 20);
+        assert_eq!(
+            list_need(&rec, &c, &open(), 30),
+            ListNeed::No,
+            "not down yet"
+        );
+        failed(&mut rec, 1, 40);
+        assert_eq!(list_need(&rec, &c, &open(), 40), ListNeed::Now, "could act");
+        let blind = Gates {
+            connectivity_ok: false,
+            ..open()
+        };
+        assert_eq!(list_need(&rec, &c, &blind, 40), ListNeed::No, "held anyway");
+        rec.given_up = true;
+        assert_eq!(list_need(&rec, &c, &open(), 40), ListNeed::No, "given up");
+        rec.given_up = false;
+        rec.backoff_until = Some(1_000);
+        assert_eq!(
+            list_need(&rec, &c, &open(), 40),
+            ListNeed::No,
+            "backing off"
+        );
+        rec.last_api_state = Some(PowerState::Stopped);
+        assert_eq!(
+            list_need(&rec, &c, &open(), 40),
+            ListNeed::Slow,
+            "stopped on purpose"
+        );
         rec.remediation = Some(Remediation {
-            started_at: 7,
-            step: Step::ForceStopping { since: 9 },
+            started_at: 1,
+            step: Step::Starting { since: 2 },
             issued: true,
         });
-        rec.last_api_state = Some(PowerState::Other("x".into()));
-        let text = serde_json::to_string(&rec).unwrap();
-        let back: InstanceRecord = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, rec);
-        let old: InstanceRecord = serde_json::from_str(r#"{"consecutive_failures":2}"#).unwrap();
-        assert_eq!(old.consecutive_failures, 2);
-        assert!(old.actions.is_empty());
+        assert_eq!(list_need(&rec, &c, &open(), 40), ListNeed::Now, "in flight");
+    }
+
+    #[test]
+    fn needs_an_operator_holds_until_reset() {
+        let c = cfg();
+        let mut rec = down();
+        rec.needs_operator = Some("stuck".into());
+        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::NeedsOperator);
+        reset(&mut rec);
+        failed(&mut rec, 3, 2_000);
+        assert_eq!(decide(&rec, &c, &open(), 2_100), Decision::Remediate);
     }
 }
