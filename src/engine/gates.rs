@@ -48,7 +48,8 @@ impl Engine {
     }
 
     /// True when every firewall in `gating` is recorded as holding the current address of
-    /// every family it tracks, and none is failing or waiting for a sync toward a new address.
+    /// every family it tracks, and none is failing, waiting for a sync, or being synced (a
+    /// write may have changed it already: the failures seen so far may be its doing).
     pub(crate) fn firewalls_confirmed(&self, gating: &[FirewallConfig]) -> bool {
         let current = self.current_home();
         gating.iter().all(|f| {
@@ -56,6 +57,7 @@ impl Engine {
             let rec = self.state.firewall(&f.cloud, &f.id);
             !self.rt.failed.contains_key(&k)
                 && !self.rt.resync.contains(&k)
+                && !self.job.as_ref().is_some_and(|j| j.firewalls.contains(&k))
                 && f.family.families().iter().all(|fam| {
                     current.get(*fam).is_some()
                         && rec.and_then(|r| record_ip(r, *fam)) == current.get(*fam)

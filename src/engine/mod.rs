@@ -379,3 +379,6 @@ pub(crate) fn after(at: Instant, d: Duration) -> Instant {
     at.checked_add(d)
         .unwrap_or(at + Duration::from_secs(366 * 86_400))
 }
+
+#[cfg(test)]
+mod tests;

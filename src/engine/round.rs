@@ -636,9 +636,11 @@ impl Engine {
                     ))
                 }
                 None => {
-                    tracing::warn!(instance = %id, step = %rem.step,
-                        "instance {id}: power state unknown this round; remediation ({}) \
-                         resumes at the next poll", rem.step);
+                    if self.rt.overdue_said.insert(k.clone()) {
+                        tracing::warn!(instance = %id, step = %rem.step,
+                            "instance {id}: power state unknown; the remediation ({}) resumes \
+                             when the API reports it again", rem.step);
+                    }
                     break;
                 }
             };

@@ -295,16 +295,24 @@ pub enum ListNeed {
 }
 
 /// What a down (or unknown) instance needs from the API this round, given the gates known
-/// without it. Pure. A healthy instance needs nothing; one whose decision could reach
-/// [`Decision::Remediate`] if the API reported it running needs the list now; one the API last
-/// reported not running is looked at again slowly; the rest (in grace, given up, backing off,
-/// held by an observer gate) cost nothing.
+/// without it. Pure. A healthy instance needs nothing; one the API last reported not running is
+/// looked at again slowly; one whose decision could reach [`Decision::Remediate`] if the API
+/// reported it running needs the list now; the rest (in grace, given up, backing off, held by
+/// an observer gate) cost nothing.
 pub fn list_need(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) -> ListNeed {
     if rec.remediation.is_some() {
         return ListNeed::Now;
     }
     if rec.consecutive_failures == 0 && rec.last_probe_ok() != Some(false) {
         return ListNeed::No;
+    }
+    if rec
+        .last_api_state
+        .as_ref()
+        .is_some_and(|s| *s != PowerState::Running)
+    {
+        // Stopped on purpose (or busy): looked at again slowly, so a start is noticed.
+        return ListNeed::Slow;
     }
     // A dry run asks too: it shows where dynwall would act.
     let running = Gates {
@@ -313,11 +321,9 @@ pub fn list_need(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u6
         ..gates.clone()
     };
     if decide(rec, cfg, &running, now) == Decision::Remediate {
-        return ListNeed::Now;
-    }
-    match &rec.last_api_state {
-        Some(s) if *s != PowerState::Running => ListNeed::Slow,
-        _ => ListNeed::No,
+        ListNeed::Now
+    } else {
+        ListNeed::No
     }
 }
 

@@ -63,7 +63,7 @@ pub fn nothing_accepted(rem: &Remediation, ladder: &Ladder) -> bool {
 /// - Starting: `Running` → [`Next::Done`]; `Stopped` → send the start if not accepted yet, or
 ///   again once `start_timeout` passed since it was (a new attempt: invariant 7 outranks the
 ///   timeout); otherwise wait.
-/// - Past [`deadline`] (and not done) → [`Next::Stuck`].
+/// - Waiting past [`deadline`] → [`Next::Stuck`] (a stopped instance is still started).
 pub fn advance(
     rem: &Remediation,
     power: &PowerState,
@@ -73,18 +73,7 @@ pub fn advance(
 ) -> Next {
     let elapsed = now.saturating_sub(rem.step.since());
     let busy = matches!(power, PowerState::Busy(_));
-    if let (Step::Starting { .. }, PowerState::Running) = (rem.step, power) {
-        return Next::Done;
-    }
-    if now.saturating_sub(rem.started_at) >= secs(deadline(cfg)) {
-        return Next::Stuck(format!(
-            "the remediation did not finish within {} ({} since {}s, the API reports {power})",
-            humantime::format_duration(deadline(cfg)),
-            rem.step,
-            elapsed
-        ));
-    }
-    match rem.step {
+    let next = match rem.step {
         Step::Stopping { .. } => match power {
             PowerState::Stopped => Next::Advance(Step::Starting { since: now }),
             _ if !rem.issued && !busy => Next::Issue(ladder.stop.unwrap_or(ladder.force)),
@@ -106,12 +95,24 @@ pub fn advance(
             _ => Next::Wait,
         },
         Step::Starting { .. } => match power {
+            PowerState::Running => Next::Done,
             PowerState::Stopped if !rem.issued => Next::Issue(ladder.start),
             PowerState::Stopped if elapsed >= secs(cfg.start_timeout) => Next::Issue(ladder.start),
             _ if !rem.issued && !busy => Next::Issue(ladder.start),
             _ => Next::Wait,
         },
+    };
+    // Waiting past the deadline ends it; an instance dynwall stopped is still started (the
+    // transitions above come first), whenever the API shows it stopped.
+    if next == Next::Wait && now.saturating_sub(rem.started_at) >= secs(deadline(cfg)) {
+        return Next::Stuck(format!(
+            "the remediation did not finish within {} ({} for {}s, the API reports {power})",
+            humantime::format_duration(deadline(cfg)),
+            rem.step,
+            elapsed
+        ));
     }
+    next
 }
 
 /// True when the current step's request was accepted longer ago than its timeout allows.
