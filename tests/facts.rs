@@ -8,17 +8,8 @@ use std::time::Duration;
 use common::*;
 use dynwall_sim::{Endpoint, SimRule};
 
-/// A world whose instances answer SSH on loopback; our connections come from `OLD_IP`.
 async fn world() -> World {
-    let w = World::with(
-        sim_builder()
-            .ssh_endpoints(true)
-            .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
-        2,
-    )
-    .await;
-    w.sim.set_client_ip(OLD_IP);
-    w
+    ssh_world(sim_builder()).await
 }
 
 fn config(w: &World) -> std::path::PathBuf {
@@ -34,19 +25,8 @@ fn config(w: &World) -> std::path::PathBuf {
     )
 }
 
-async fn stop(mut daemon: tokio::process::Child) -> String {
-    signal(&daemon, "TERM").await;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = daemon.wait().await;
-        let mut err = String::new();
-        if let Some(mut e) = daemon.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut err).await;
-        }
-        err
-    })
-    .await
-    .expect("daemon stops")
+async fn stop(daemon: tokio::process::Child) -> String {
+    stop_daemon(daemon).await
 }
 
 /// A healthy probe, and the firewall confirmed by the first sync.

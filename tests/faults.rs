@@ -21,19 +21,8 @@ fn firewall() -> String {
     format!("[[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}, {DB}]\n")
 }
 
-async fn stop(mut daemon: tokio::process::Child) -> String {
-    signal(&daemon, "TERM").await;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = daemon.wait().await;
-        let mut err = String::new();
-        if let Some(mut e) = daemon.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut err).await;
-        }
-        err
-    })
-    .await
-    .expect("daemon stops")
+async fn stop(daemon: tokio::process::Child) -> String {
+    stop_daemon(daemon).await
 }
 
 fn verbs(w: &World) -> Vec<String> {
@@ -43,15 +32,7 @@ fn verbs(w: &World) -> Vec<String> {
 #[tokio::test]
 async fn a_stop_initiated_under_either_key_is_accepted_once_then_forced() {
     for key in [StopCodeKey::SucessCode, StopCodeKey::ErrorCode] {
-        let w = World::with(
-            sim_builder()
-                .ssh_endpoints(true)
-                .stop_answers_i10025_under(key)
-                .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
-            2,
-        )
-        .await;
-        w.sim.set_client_ip(OLD_IP);
+        let w = ssh_world(sim_builder().stop_answers_i10025_under(key)).await;
         let cfg = w.config_with("interval = \"1s\"", &firewall(), &probe(&w, ""));
         let daemon = spawn_daemon(&cfg, &[]);
         eventually(Duration::from_secs(15), "a healthy probe", || {
@@ -176,14 +157,7 @@ async fn absurd_durations_and_sizes_are_errors_not_panics() {
 
 #[tokio::test]
 async fn a_state_file_from_the_previous_release_resumes_its_remediation() {
-    let w = World::with(
-        sim_builder()
-            .ssh_endpoints(true)
-            .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
-        2,
-    )
-    .await;
-    w.sim.set_client_ip(OLD_IP);
+    let w = ssh_world(sim_builder()).await;
     // Version 1, written by a daemon killed right after its stop was accepted.
     std::fs::create_dir_all(w.state_dir()).unwrap();
     std::fs::copy(

@@ -5,7 +5,9 @@
 //!   sync and starts a [`job`] for them; the job's reports are folded into the state.
 //! - [`round`]: a probe round probes the due instances, asks the API only when a decision could
 //!   act or a remediation is in flight, and drives remediations.
-//! - [`gates`]: invariant 6, and the fresh facts checked right before any power action.
+//! - `drive`: the remediation executor (each step on disk, each stop in the owed-start journal,
+//!   before it is sent) and owed starts.
+//! - `gates`: invariant 6, and the fresh facts checked right before any power action.
 //!
 //! Frugal by design: an unchanged address with a recent confirmation costs no API call; a
 //! healthy fleet costs no API call; the state file is rewritten only when something durable
@@ -13,6 +15,7 @@
 //! any await leaves it whole.
 
 pub mod cycle;
+mod drive;
 mod gates;
 pub mod job;
 pub mod round;
@@ -343,6 +346,13 @@ impl Engine {
             tracing::warn!(instance = %p.instance,
                 "operator reset: remediation budget, incident and operator mark cleared");
         }
+    }
+}
+
+impl Drop for Engine {
+    /// The sync job dies with the engine, as it would with the process.
+    fn drop(&mut self) {
+        self.abort_job();
     }
 }
 

@@ -13,12 +13,12 @@ use crate::exit::AppError;
 use crate::ids::CloudName;
 use crate::probe::decide::{list_need, note_api_state};
 use crate::probe::record::secs;
-use crate::probe::remediate::{self, advance, deadline, nothing_accepted, Next, Outcome};
+use crate::probe::remediate::{self, deadline, nothing_accepted};
 use crate::probe::{
     decide, fleet_breaker, observe, Decision, FleetVote, Gates, Health, HoldReason, InstanceReport,
     ListNeed, RoundReport, DEFAULT_PROBE_PORT,
 };
-use crate::provider::{Instance, PowerOutcome, PowerState};
+use crate::provider::{Instance, PowerState};
 
 /// How often an instance held because it is not running (or owed a start) is looked at again:
 /// one instance list per cloud at most this often, so a start by its owner is noticed.
@@ -26,8 +26,6 @@ pub const SLOW_POLL: Duration = Duration::from_secs(5 * 60);
 /// A list call that would wait longer than this for the quota is put off to the next round
 /// (unless a remediation needs it): the round, and the IP checks after it, go on.
 pub const PATIENCE: Duration = Duration::from_secs(5);
-/// Steps taken for one instance in one round (advance, then issue: two are ever needed).
-const MAX_STEPS_PER_ROUND: usize = 4;
 
 /// What this round's lists say, per cloud.
 #[derive(Default)]
@@ -219,9 +217,18 @@ impl Engine {
                 dry_run: self.dry_run,
             };
             let mut n = list_need(&rec, p, &gates, now);
-            if rec.remediation.is_none() && self.journal.owed(&p.cloud, &p.instance, now).is_some()
-            {
-                n = n.max(ListNeed::Slow);
+            if rec.remediation.is_none() {
+                if let Some(owed) = self.journal.owed(&p.cloud, &p.instance, now) {
+                    // Right after a remediation that ended without its start (failed, stuck),
+                    // look every round; later, or after one cancelled, slowly.
+                    let fresh = now.saturating_sub(owed.asked_at) < secs(deadline(p));
+                    let ended_badly = rec.incident_acted || rec.needs_operator.is_some();
+                    n = n.max(if fresh && ended_badly {
+                        ListNeed::Now
+                    } else {
+                        ListNeed::Slow
+                    });
+                }
             }
             let entry = need.entry(p.cloud.clone()).or_insert((ListNeed::No, false));
             entry.0 = entry.0.max(n);
@@ -533,228 +540,5 @@ impl Engine {
             Decision::Remediate => tracing::info!(instance = %id,
                 "instance {id}: down after {n} failed probes ({why}); stopping"),
         }
-    }
-
-    /// Starts an instance dynwall asked to stop (recently) that shows up stopped with no
-    /// remediation in flight: a forced stop that completed after dynwall gave up, or a record
-    /// lost with a corrupt state file.
-    async fn owed_start(
-        &mut self,
-        p: &ProbeConfig,
-        power: Option<&PowerState>,
-        item: &mut InstanceReport,
-    ) -> Result<(), AppError> {
-        let now = self.clock.now();
-        let at = self.clock.instant();
-        let k = key(p);
-        let Some(asked_at) = self
-            .journal
-            .owed(&p.cloud, &p.instance, now)
-            .map(|o| o.asked_at)
-        else {
-            return Ok(());
-        };
-        if self.dry_run {
-            return Ok(());
-        }
-        match power {
-            Some(PowerState::Stopped) => {
-                let recent = self
-                    .rt
-                    .owed_sent
-                    .get(&k)
-                    .is_some_and(|t| at.saturating_duration_since(*t) < SLOW_POLL);
-                if recent {
-                    return Ok(());
-                }
-                let Some(provider) = self.clouds.get(&p.cloud).cloned() else {
-                    return Ok(());
-                };
-                let id = &p.instance;
-                tracing::warn!(instance = %id,
-                    "instance {id}: stopped, and dynwall asked it to stop {}s ago; starting it again",
-                    now.saturating_sub(asked_at));
-                let action = provider.ladder(p).start;
-                match provider.power(id, action).await {
-                    Ok(_) => {
-                        self.rt.owed_sent.insert(k, at);
-                        item.actions.push(action);
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, "instance {id}: {action} failed: {e}; retrying later");
-                        item.api_error = Some(e.to_string());
-                    }
-                }
-            }
-            Some(PowerState::Running) if self.rt.owed_sent.remove(&k).is_some() => {
-                self.journal
-                    .forget(&p.cloud, &p.instance, now, &self.clock)
-                    .await?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Executes the remediation of `p` as far as this round's power state allows.
-    ///
-    /// - Before a stop or force step the owed-start journal records it; before every request
-    ///   the state (with the step about to be taken) is on disk. If either write fails, nothing
-    ///   is sent and the error ends the round.
-    /// - At most one request is sent per call: the state it was decided on is then stale.
-    /// - A provider error is logged and reported; the step stays un-accepted and is sent again
-    ///   at the next poll. A remediation is never abandoned for an API error, only at its
-    ///   overall deadline.
-    async fn drive(
-        &mut self,
-        p: &ProbeConfig,
-        power: Option<&PowerState>,
-        item: &mut InstanceReport,
-    ) -> Result<(), AppError> {
-        let Some(provider) = self.clouds.get(&p.cloud).cloned() else {
-            return Ok(());
-        };
-        let ladder = provider.ladder(p);
-        let id = &p.instance;
-        let k = key(p);
-        for _ in 0..MAX_STEPS_PER_ROUND {
-            let now = self.clock.now();
-            let Some(rem) = self
-                .state
-                .instance(&p.cloud, id)
-                .and_then(|r| r.remediation.clone())
-            else {
-                break;
-            };
-            let next = match power {
-                Some(state) => advance(&rem, state, &ladder, p, now),
-                None if now.saturating_sub(rem.started_at) >= secs(deadline(p)) => {
-                    Next::Stuck(format!(
-                        "the remediation did not finish within {} and the API does not report \
-                         the instance's state",
-                        humantime::format_duration(deadline(p))
-                    ))
-                }
-                None => {
-                    if self.rt.overdue_said.insert(k.clone()) {
-                        tracing::warn!(instance = %id, step = %rem.step,
-                            "instance {id}: power state unknown; the remediation ({}) resumes \
-                             when the API reports it again", rem.step);
-                    }
-                    break;
-                }
-            };
-            match next {
-                Next::Wait => {
-                    item.overdue = remediate::overdue(&rem, p, now);
-                    if item.overdue && self.rt.overdue_said.insert(k.clone()) {
-                        tracing::warn!(instance = %id, step = %rem.step,
-                            "instance {id}: {} for {}s and the API still reports {}; still \
-                             waiting (dynwall finishes what it started)",
-                            rem.step, now.saturating_sub(rem.step.since()),
-                            power.map_or_else(String::new, ToString::to_string));
-                    }
-                    break;
-                }
-                Next::Advance(step) => {
-                    match step {
-                        crate::probe::Step::Starting { .. } => {
-                            tracing::info!(instance = %id, "instance {id}: stopped; starting it")
-                        }
-                        crate::probe::Step::ForceStopping { .. } => tracing::warn!(instance = %id,
-                            "instance {id}: not stopped {}s after {} (API reports {}); {}",
-                            now.saturating_sub(rem.step.since()),
-                            ladder.stop.map_or("the request", |a| a.as_str()),
-                            power.map_or_else(String::new, ToString::to_string),
-                            if ladder.force_leaves_running { "rebooting it hard" } else { "forcing it off" }),
-                        crate::probe::Step::Stopping { .. } => {}
-                    }
-                    self.rt.overdue_said.remove(&k);
-                    if let Some(r) = self.state.instance_mut(&p.cloud, id).remediation.as_mut() {
-                        r.step = step;
-                        r.issued = false;
-                    }
-                }
-                Next::Issue(action) => {
-                    if action != ladder.start {
-                        // Stopping: remember that a start is owed, whatever happens next.
-                        self.journal.record(&p.cloud, id, now, &self.clock).await?;
-                    } else if rem.issued {
-                        tracing::warn!(instance = %id,
-                            "instance {id}: still stopped {} after an accepted start; sending it again",
-                            humantime::format_duration(p.start_timeout));
-                    }
-                    // The step is on disk before the provider hears of it (invariant 7).
-                    self.save_now().await?;
-                    match provider.power(id, action).await {
-                        Ok(outcome) => {
-                            let now = self.clock.now();
-                            if let Some(r) =
-                                self.state.instance_mut(&p.cloud, id).remediation.as_mut()
-                            {
-                                r.step = r.step.at(now);
-                                r.issued = true;
-                            }
-                            self.save_now().await?;
-                            item.actions.push(action);
-                            tracing::debug!(instance = %id, %action,
-                                already = outcome == PowerOutcome::AlreadyInState,
-                                "instance {id}: {action} accepted");
-                        }
-                        Err(e) => {
-                            if e.is_transient() {
-                                tracing::warn!(instance = %id, %action, error = %e,
-                                    "instance {id}: {action} failed: {e}; retrying at the next poll");
-                            } else {
-                                tracing::error!(instance = %id, %action, error = %e,
-                                    "instance {id}: {action} refused: {e}; retrying at the next poll");
-                            }
-                            item.api_error = Some(e.to_string());
-                        }
-                    }
-                    break;
-                }
-                Next::Done => {
-                    remediate::finish(self.state.instance_mut(&p.cloud, id), Outcome::Done, p, now);
-                    self.rt.overdue_said.remove(&k);
-                    self.save_now().await?;
-                    self.journal.forget(&p.cloud, id, now, &self.clock).await?;
-                    tracing::info!(instance = %id, took_secs = now.saturating_sub(rem.started_at),
-                        "instance {id}: running again after {}s; grace {}",
-                        now.saturating_sub(rem.started_at),
-                        humantime::format_duration(p.grace));
-                    break;
-                }
-                Next::Failed(reason) => {
-                    remediate::finish(
-                        self.state.instance_mut(&p.cloud, id),
-                        Outcome::Failed(reason.clone()),
-                        p,
-                        now,
-                    );
-                    self.rt.overdue_said.remove(&k);
-                    self.save_now().await?;
-                    tracing::error!(instance = %id, reason = %reason,
-                        "instance {id}: remediation failed: {reason}; no further action until it \
-                         answers a probe or the operator resets it");
-                    break;
-                }
-                Next::Stuck(reason) => {
-                    remediate::finish(
-                        self.state.instance_mut(&p.cloud, id),
-                        Outcome::Stuck(reason.clone()),
-                        p,
-                        now,
-                    );
-                    self.rt.overdue_said.remove(&k);
-                    self.save_now().await?;
-                    tracing::error!(instance = %id, reason = %reason,
-                        "instance {id}: {reason}; it needs an operator (see `dynwall status`, \
-                         then `dynwall reset {id}`)");
-                    break;
-                }
-            }
-        }
-        Ok(())
     }
 }

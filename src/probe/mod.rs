@@ -2,7 +2,7 @@
 //!
 //! - [`check`]: one bounded probe (SSH banner, TCP connect, HTTP status), behind [`Prober`].
 //! - [`record`]: what is persisted per instance (no decisions).
-//! - [`decide`]: counters and the verdict whether to act (pure).
+//! - [`decide`](mod@decide): counters and the verdict whether to act (pure).
 //! - [`remediate`]: the stop → force → start ladder as a pure state machine.
 //!
 //! The engine ([`crate::engine`]) runs rounds: it probes, asks the provider only when a decision

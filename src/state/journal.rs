@@ -101,8 +101,7 @@ impl Journal {
         now: u64,
         clock: &Clock,
     ) -> Result<(), StateError> {
-        self.entries
-            .retain(|e| !(&e.cloud == cloud && &e.instance == id));
+        self.remove(cloud, id);
         self.entries.push(OwedStart {
             cloud: cloud.clone(),
             instance: id.clone(),
@@ -119,13 +118,18 @@ impl Journal {
         now: u64,
         clock: &Clock,
     ) -> Result<(), StateError> {
-        let before = self.entries.len();
-        self.entries
-            .retain(|e| !(&e.cloud == cloud && &e.instance == id));
-        if self.entries.len() == before {
+        if !self.remove(cloud, id) {
             return Ok(());
         }
         self.save(now, clock).await
+    }
+
+    /// Drops the entry of `id`; true when there was one.
+    fn remove(&mut self, cloud: &CloudName, id: &InstanceId) -> bool {
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| !(&e.cloud == cloud && &e.instance == id));
+        self.entries.len() != before
     }
 
     async fn save(&mut self, now: u64, clock: &Clock) -> Result<(), StateError> {

@@ -43,8 +43,8 @@ async fn probes_are_due_on_time_not_a_whole_second_late() {
     assert_eq!(w.cloud.probes(WEB) - before, 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_clock_stepped_forward_does_not_force_an_escalation() {
+/// A synced world whose hung WEB had its stop accepted (and the stop does not complete).
+async fn stopping() -> World {
     let mut w = World::new(&[WEB]).await;
     w.cycle().await;
     w.round().await;
@@ -54,6 +54,12 @@ async fn a_clock_stepped_forward_does_not_force_an_escalation() {
     });
     w.rounds(3, PROBE).await;
     assert_eq!(w.cloud.actions(WEB), [Stop]);
+    w
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_stepped_forward_does_not_force_an_escalation() {
+    let mut w = stopping().await;
     w.step_wall(3 * 3600);
     w.rounds(5, POLL).await;
     assert_eq!(w.cloud.actions(WEB), [Stop], "five minutes have not passed");
@@ -63,15 +69,7 @@ async fn a_clock_stepped_forward_does_not_force_an_escalation() {
 
 #[tokio::test(start_paused = true)]
 async fn after_a_restart_with_the_clock_set_back_future_times_are_clamped() {
-    let mut w = World::new(&[WEB]).await;
-    w.cycle().await;
-    w.round().await;
-    w.cloud.inst(WEB, |i| {
-        i.responsive = false;
-        i.stop_works = false;
-    });
-    w.rounds(3, PROBE).await;
-    assert_eq!(w.cloud.actions(WEB), [Stop]);
+    let mut w = stopping().await;
     // The machine restarts with its clock an hour behind.
     w.step_wall(-3600);
     w.restart();
