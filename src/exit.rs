@@ -95,9 +95,6 @@ pub enum AppError {
     },
     #[error("{0}")]
     Setup(String),
-    /// Remediation of an instance is given up; an operator should look.
-    #[error("instance {0}: remediation given up after its budget was spent")]
-    GivenUp(InstanceId),
 }
 
 impl AppError {
@@ -112,7 +109,7 @@ impl AppError {
             AppError::Resolve(_) => Code::Unavailable,
             AppError::Provider(p) => provider_code(p),
             AppError::Sync(s) => s.provider().map_or(Code::Failure, provider_code),
-            AppError::Setup(_) | AppError::GivenUp(_) => Code::Failure,
+            AppError::Setup(_) => Code::Failure,
         }
     }
 }

@@ -214,3 +214,28 @@ async fn a_state_file_from_the_previous_release_resumes_its_remediation() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_client_with_its_token_and_budget() {
+    let w = World::new().await;
+    let cfg = w.config_with("interval = \"1s\"\nreconcile = \"1s\"", &firewall(), "");
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "two template reads", || {
+        w.sim.calls(Endpoint::GetTemplate) >= 2
+    })
+    .await;
+    signal(&daemon, "HUP").await;
+    let reads = w.sim.calls(Endpoint::GetTemplate);
+    eventually(Duration::from_secs(15), "two more reads", || {
+        w.sim.calls(Endpoint::GetTemplate) >= reads + 2
+    })
+    .await;
+    let log = stop(daemon).await;
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert_eq!(
+        w.sim.tokens_issued(),
+        1,
+        "the token outlives the reload: {log}"
+    );
+    assert_eq!(w.sim.throttled(), 0, "and so does the request budget");
+}

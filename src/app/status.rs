@@ -56,6 +56,7 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
         }
     }
     let now = wall_now();
+    let owed = state::journal::read_unlocked(dir, now);
     for p in &cfg.probes {
         let Some(r) = st.instance(&p.cloud, &p.instance) else {
             let _ = writeln!(out, "instance {}: not probed yet", p.instance);
@@ -98,6 +99,17 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
         );
         if let Some(t) = r.actions.last() {
             let _ = writeln!(out, "instance {}: last remediation {}", p.instance, ago(*t));
+        }
+        if let Some(o) = owed
+            .iter()
+            .find(|o| o.cloud == p.cloud && o.instance == p.instance)
+        {
+            let _ = writeln!(
+                out,
+                "instance {}: dynwall asked it to stop {}; it is started again if it shows up stopped",
+                p.instance,
+                ago(o.asked_at)
+            );
         }
     }
     for fw in &cfg.firewalls {

@@ -46,6 +46,19 @@ pub struct Journal {
     writer: Arc<Writer>,
 }
 
+/// The entries of `dir`'s journal younger than the horizon, in wall time, without the lock
+/// (for `status`).
+pub fn read_unlocked(dir: &Path, wall_now: u64) -> Vec<OwedStart> {
+    std::fs::read(dir.join(JOURNAL_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<File>(&b).ok())
+        .map(|f| f.stops)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.asked_at.saturating_add(HORIZON.as_secs()) > wall_now)
+        .collect()
+}
+
 impl Journal {
     /// Loads the journal of `dir`; a missing or unreadable file is an empty journal (with a
     /// warning for the latter: the state file may still hold the remediation).
