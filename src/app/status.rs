@@ -51,7 +51,12 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             ago(last_cycle_end(&snap)),
             c.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
         );
-        if let Some(s) = c.last_success_at {
+        let last_success = if c.ok {
+            Some(last_cycle_end(&snap))
+        } else {
+            c.last_success_at
+        };
+        if let Some(s) = last_success {
             let _ = writeln!(out, "last success: {}", ago(s));
         }
     }

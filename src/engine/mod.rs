@@ -302,9 +302,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Saves the state when anything changed since the last save (never in a dry run).
+    /// Saves the state when anything but the heartbeat changed since the last save (never in a
+    /// dry run): the heartbeat lives in the file's modification time.
     pub(crate) async fn save_if_changed(&mut self) -> Result<(), AppError> {
-        if self.dry_run || self.state == self.saved.1 {
+        if self.dry_run || self.state.without_heartbeat() == self.saved.1.without_heartbeat() {
             return Ok(());
         }
         self.store.save(&self.state, &self.clock).await?;

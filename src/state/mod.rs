@@ -160,6 +160,16 @@ impl State {
         s
     }
 
+    /// The state without the end time of the last cycle (the file's modification time says it).
+    pub fn without_heartbeat(&self) -> State {
+        let mut s = self.clone();
+        if let Some(c) = s.last_cycle.as_mut() {
+            c.finished_at = 0;
+            c.last_success_at = None;
+        }
+        s
+    }
+
     /// The state without what changes on every cycle or probe (confirmation and heartbeat
     /// times, probe counters): when this differs from the last saved one, the file is rewritten
     /// at once; otherwise the rest waits for the next such write or for shutdown.
