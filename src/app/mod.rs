@@ -246,3 +246,24 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer unit gives a run `TimeoutStartSec`; a `--once` run must end well before it.
+    #[test]
+    fn a_once_run_is_bounded_below_the_timer_units_start_timeout() {
+        let unit = include_str!("../../systemd/dynwall-once.service");
+        let limit = unit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("TimeoutStartSec="))
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .expect("the unit sets TimeoutStartSec");
+        assert!(ONCE_SYNC_LIMIT < ONCE_LIMIT);
+        assert!(
+            ONCE_LIMIT + Duration::from_secs(30) <= limit,
+            "{ONCE_LIMIT:?} leaves no room below {limit:?}"
+        );
+    }
+}

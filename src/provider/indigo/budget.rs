@@ -122,17 +122,20 @@ impl Budget {
 
     /// Records that a request was sent (or booked) at `now`.
     pub fn record(&mut self, now: Instant) {
+        if let Some(q) = self.server {
+            if now >= q.reset_at {
+                // The gateway's window reset: what was sent before belongs to the old one.
+                self.sent.retain(|t| *t >= q.reset_at);
+                self.server = None;
+            }
+        }
         self.sent.push_back(now);
         // Never hold more history than the window can use.
         while self.sent.len() > self.allowed as usize + 1 {
             self.sent.pop_front();
         }
         if let Some(q) = self.server.as_mut() {
-            if now < q.reset_at {
-                q.available = q.available.saturating_sub(1);
-            } else {
-                self.server = None;
-            }
+            q.available = q.available.saturating_sub(1);
         }
     }
 
@@ -347,6 +350,20 @@ mod tests {
         assert_eq!(b.wait_time(after), Duration::ZERO);
         b.record(after);
         assert_eq!(b.wait_time(after + MIN_GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn requests_before_the_gateways_reset_do_not_count_after_it() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        b.record(t0);
+        b.record(t0 + MIN_GAP);
+        // The gateway allows 2 per window and resets in 7 s (its window, not our 60 s guess).
+        b.observe(headers(2, 0, 7), t0 + MIN_GAP);
+        let first = b.reserve(t0 + MIN_GAP);
+        assert_eq!(first, t0 + MIN_GAP + Duration::from_secs(7));
+        let second = b.reserve(t0 + MIN_GAP);
+        assert_eq!(second, first + MIN_GAP, "the new window has room for both");
     }
 
     #[test]

@@ -138,3 +138,49 @@ async fn concurrent_calls_share_the_budget_without_tripping_spike_arrest() {
     assert_eq!(sim.throttled(), 0, "{:?}", sim.call_log());
     assert_eq!(sim.tokens_issued(), 1, "one fetch at a time");
 }
+
+/// A `tracing` writer collecting everything logged in a test.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_long_quota_wait_is_said_once_at_info_with_its_end() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Two requests per 7 s window: the token and one list use it up.
+    let sim = builder()
+        .quota(2, Duration::from_secs(7))
+        .start()
+        .await
+        .unwrap();
+    let c = client(&sim);
+    c.list_instances().await.unwrap();
+    let (a, b) = tokio::join!(c.list_instances(), c.list_instances());
+    a.unwrap();
+    b.unwrap();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    let said: Vec<&str> = text.lines().filter(|l| l.contains("waiting")).collect();
+    assert_eq!(said.len(), 1, "once for both waiting calls: {text}");
+    assert!(said[0].contains("INFO"), "{text}");
+    assert!(
+        said[0].contains("quota") && said[0].contains("until 20"),
+        "reason and end: {text}"
+    );
+    assert_eq!(sim.throttled(), 0, "{:?}", sim.call_log());
+}
