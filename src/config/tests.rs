@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::*;
-use crate::provider::FirewallId;
+use crate::ids::FirewallId;
 
 const MINIMAL: &str = r#"
 [indigo]
