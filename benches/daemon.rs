@@ -1,21 +1,35 @@
 //! Daemon benchmark: runs the release binary against the simulator on loopback and prints figures.
 //!
-//! - idle RSS after 60 s of running,
-//! - CPU time per unchanged cycle,
-//! - API calls at steady state (measured, and per hour with the default reconcile period),
-//! - delay from an address change to the verified write.
+//! - idle RSS after 60 s of running, CPU time per unchanged cycle,
+//! - API calls per scenario: start-up write, IP change, steady state, `--once` with and without
+//!   a change (fresh and warm state),
+//! - the delay from an address change to the verified write, right after start-up (while the
+//!   start-up write still holds the quota) and in steady state, and how many IP checks and probe
+//!   rounds happened meanwhile,
+//! - `--once` wall time with and without a change,
+//! - state-file replacements per hour.
 //!
-//! Run with `cargo bench --bench daemon`. Takes about two minutes.
+//! Run with `cargo bench --bench daemon` (about four minutes). `DYNWALL_BENCH_BIN=path` measures
+//! another build of the binary (e.g. one built with `--no-default-features`). Nothing here
+//! depends on the state file's format, so two releases are measured the same way.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dynwall_sim::{Endpoint, IndigoSim, IpEcho, PowerState, SimRule};
 
 const TEMPLATE: u64 = 12836;
+const WEB: u64 = 1;
 const OLD_IP: &str = "81.2.69.160";
-const NEW_IP: &str = "81.2.69.161";
+const IPS: [&str; 4] = ["81.2.69.161", "81.2.69.162", "81.2.69.163", "81.2.69.164"];
+
+fn binary() -> PathBuf {
+    std::env::var_os("DYNWALL_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dynwall")))
+}
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -43,59 +57,126 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-fn write_config(
-    dir: &Path,
-    sim: &IndigoSim,
-    a: &IpEcho,
-    b: &IpEcho,
-    interval: &str,
-    reconcile: &str,
-) {
-    let text = format!(
-        "[daemon]\ninterval = \"{interval}\"\nreconcile = \"{reconcile}\"\nstate_dir = \"{state}\"\n\
-         [resolver]\nquorum = 2\ntimeout = \"2s\"\n\
-         [[resolver.source]]\nkind = \"http\"\nurl = \"{a}\"\n\
-         [[resolver.source]]\nkind = \"http-json\"\nurl = \"{b}\"\nfield = \"sourceip\"\n\
-         [indigo]\nendpoint = \"{endpoint}\"\napi_key = \"bench-key\"\napi_secret = \"bench-secret\"\n\
-         [[firewall]]\ntemplate = {TEMPLATE}\ninstances = [1]\n",
-        state = dir.join("state").display(),
-        a = a.url(),
-        b = b.json_url(),
-        endpoint = sim.url(),
-    );
-    std::fs::write(dir.join("dynwall.toml"), text).expect("config written");
+struct World {
+    sim: IndigoSim,
+    a: IpEcho,
+    b: IpEcho,
+    dir: tempfile::TempDir,
 }
 
-async fn world() -> (IndigoSim, IpEcho, IpEcho) {
-    // The real quota: 6 requests a minute.
-    let sim = IndigoSim::builder()
-        .credentials("bench-key", "bench-secret")
-        .quota(6, Duration::from_secs(60))
-        .instance(1, "web-1", "127.0.0.1", PowerState::Running)
-        .template(
-            TEMPLATE,
-            "home-ssh",
-            vec![
-                SimRule::new("HTTPS", "TCP", "443", "0.0.0.0/0"),
-                SimRule::new("Custom", "TCP", "22", OLD_IP),
-            ],
-            vec![],
-            &[1],
-        )
-        .start()
-        .await
-        .expect("simulator");
-    let a = IpEcho::start().await.expect("echo");
-    let b = IpEcho::start().await.expect("echo");
-    a.set_ip(OLD_IP);
-    b.set_ip(OLD_IP);
-    (sim, a, b)
+impl World {
+    /// The real quota (6 requests a minute, 2 a second); one template holding `OLD_IP`.
+    async fn new() -> World {
+        let sim = IndigoSim::builder()
+            .credentials("bench-key", "bench-secret")
+            .quota(6, Duration::from_secs(60))
+            .instance(WEB, "web-1", "127.0.0.1", PowerState::Running)
+            .template(
+                TEMPLATE,
+                "home-ssh",
+                vec![
+                    SimRule::new("HTTPS", "TCP", "443", "0.0.0.0/0"),
+                    SimRule::new("Custom", "TCP", "22", OLD_IP),
+                ],
+                vec![],
+                &[WEB],
+            )
+            .ssh_endpoints(true)
+            .start()
+            .await
+            .expect("simulator");
+        let a = IpEcho::start().await.expect("echo");
+        let b = IpEcho::start().await.expect("echo");
+        let w = World {
+            sim,
+            a,
+            b,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        w.set_ip(OLD_IP);
+        w
+    }
+
+    fn set_ip(&self, ip: &str) {
+        self.a.set_ip(ip);
+        self.b.set_ip(ip);
+    }
+
+    fn config(&self, interval: &str, reconcile: &str, probe: bool) -> PathBuf {
+        let mut text = format!(
+            "[daemon]\ninterval = \"{interval}\"\nreconcile = \"{reconcile}\"\nstate_dir = \"{state}\"\n\
+             [resolver]\nquorum = 2\ntimeout = \"2s\"\n\
+             [[resolver.source]]\nkind = \"http\"\nurl = \"{a}\"\n\
+             [[resolver.source]]\nkind = \"http-json\"\nurl = \"{b}\"\nfield = \"sourceip\"\n\
+             [indigo]\nendpoint = \"{endpoint}\"\napi_key = \"bench-key\"\napi_secret = \"bench-secret\"\n\
+             [[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}]\n",
+            state = self.state_dir().display(),
+            a = self.a.url(),
+            b = self.b.json_url(),
+            endpoint = self.sim.url(),
+        );
+        if probe {
+            let addr = self.sim.ssh_addr(WEB).expect("ssh endpoint");
+            text += &format!(
+                "[[probe]]\ninstance = {WEB}\naddress = \"{addr}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n"
+            );
+        }
+        let path = self.dir.path().join("dynwall.toml");
+        std::fs::write(&path, text).expect("config written");
+        path
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn calls(&self) -> usize {
+        self.sim.call_log().len()
+    }
+
+    fn owned(&self) -> Option<String> {
+        self.sim
+            .template(TEMPLATE)?
+            .inbound
+            .iter()
+            .find(|r| r.kind == "Custom" && r.port == "22")
+            .map(|r| r.source.clone())
+    }
+
+    /// True once the template holds `ip` and has been read back after the write that put it there.
+    fn verified(&self, ip: &str) -> bool {
+        if self.owned().as_deref() != Some(ip) {
+            return false;
+        }
+        let log = self.sim.call_log();
+        let Some(write) = log
+            .iter()
+            .rposition(|c| c.endpoint == Endpoint::UpdateFirewall && c.status == 200)
+        else {
+            return false;
+        };
+        log[write..]
+            .iter()
+            .any(|c| c.endpoint == Endpoint::GetTemplate && c.status == 200)
+    }
+
+    /// Waits (up to 150 s) until `ip` is written and verified; the time it took.
+    async fn until_verified(&self, ip: &str) -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(150) {
+            if self.verified(ip) {
+                return Some(t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
 }
 
-fn spawn(dir: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_dynwall"))
+fn spawn(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(binary())
         .arg("-c")
-        .arg(dir.join("dynwall.toml"))
+        .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -104,117 +185,214 @@ fn spawn(dir: &Path) -> tokio::process::Child {
         .expect("daemon starts")
 }
 
-fn owned(sim: &IndigoSim) -> Option<String> {
-    sim.template(TEMPLATE)?
-        .inbound
-        .iter()
-        .find(|r| r.kind == "Custom" && r.port == "22")
-        .map(|r| r.source.clone())
+async fn once(config: &Path) -> (Duration, i32) {
+    let t = Instant::now();
+    let st = tokio::process::Command::new(binary())
+        .arg("-c")
+        .arg(config)
+        .arg("--once")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .expect("dynwall runs");
+    (t.elapsed(), st.code().unwrap_or(-1))
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("not seen within 150 s".to_string(), |d| {
+        format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    })
+}
+
+/// Counts replacements of `file` (a new inode each) until `stop` is true.
+struct FileWatch {
+    file: PathBuf,
+    inode: Option<u64>,
+    replaced: u64,
+}
+
+impl FileWatch {
+    fn new(file: PathBuf) -> FileWatch {
+        let inode = std::fs::metadata(&file).ok().map(|m| m.ino());
+        FileWatch {
+            file,
+            inode,
+            replaced: 0,
+        }
+    }
+
+    fn poll(&mut self) {
+        let now = std::fs::metadata(&self.file).ok().map(|m| m.ino());
+        if now.is_some() && now != self.inode {
+            self.replaced += 1;
+            self.inode = now;
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    println!("binary: {}", binary().display());
+    if let Ok(m) = std::fs::metadata(binary()) {
+        println!(
+            "binary size:                    {:.2} MiB",
+            m.len() as f64 / 1048576.0
+        );
+    }
 
-    // 1 + 3: idle RSS and steady-state API calls with the default reconcile period, 60 s.
-    let (sim, a, b) = world().await;
-    write_config(tmp.path(), &sim, &a, &b, "1s", "15m");
-    let mut child = spawn(tmp.path());
+    // The daemon from a fresh state, a template holding an old address, the real quota.
+    let w = World::new().await;
+    let cfg = w.config("1s", "15m", false);
+    w.set_ip(IPS[0]);
+    let mut child = spawn(&cfg);
     let pid = child.id().expect("pid");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let calls_after_start = sim.call_log().len();
-    let hits_start = a.hits();
+    let startup = w.until_verified(IPS[0]).await;
+    let startup_calls = w.calls();
+    println!(
+        "start-up write:                 {} calls, verified {} after launch",
+        startup_calls,
+        ms(startup)
+    );
+    // Right away a second change, while the start-up write still holds most of the quota.
+    let hits = w.a.hits();
+    w.set_ip(IPS[1]);
+    let early = w.until_verified(IPS[1]).await;
+    println!(
+        "IP change right after start-up: {} calls, verified after {}, {} IP checks meanwhile",
+        w.calls() - startup_calls,
+        ms(early),
+        w.a.hits() - hits
+    );
+
+    // Idle for a minute: memory, CPU, calls and state writes at steady state.
+    let calls_before = w.calls();
+    let hits_start = w.a.hits();
     let cpu_start = cpu_ns(pid).unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(55)).await;
+    let mut watch = FileWatch::new(w.state_dir().join("state.json"));
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(62) {
+        watch.poll();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = idle.elapsed().as_secs_f64();
     let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
-    let cycles = a.hits() - hits_start;
+    let cycles = w.a.hits() - hits_start;
     let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
-    let steady_calls = sim.call_log().len() - calls_after_start;
     println!(
         "idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)",
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
     println!(
-        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {:.1} ms CPU in 55 s, 1 s interval)",
+        "CPU per unchanged cycle:        {:.3} ms ({} cycles at a 1 s interval)",
         cpu as f64 / 1e6 / cycles.max(1) as f64,
-        cycles,
-        cpu as f64 / 1e6
+        cycles
     );
     println!(
-        "API calls in 55 s steady state: {steady_calls} (writes {}, tokens {} in total)",
-        sim.calls(Endpoint::UpdateFirewall),
-        sim.tokens_issued()
+        "steady state:                   {} calls in {:.0} s (reconcile 15 m: 4 template reads an hour)",
+        w.calls() - calls_before,
+        secs
     );
     println!(
-        "API calls per hour (default reconcile 15 m): {} template reads + at most 1 token",
-        3600 / (15 * 60)
+        "state file replaced:            {} times in {:.0} s = {:.0} an hour at a 1 s interval, {:.0} at the default 60 s",
+        watch.replaced,
+        secs,
+        watch.replaced as f64 * 3600.0 / secs,
+        watch.replaced as f64 * 60.0 / secs
+    );
+    let before = w.calls();
+    w.set_ip(IPS[2]);
+    let steady = w.until_verified(IPS[2]).await;
+    println!(
+        "IP change in steady state:      {} calls, verified after {}",
+        w.calls() - before,
+        ms(steady)
     );
     let _ = child.kill().await;
-    sim.shutdown().await;
+    let _ = child.wait().await;
 
-    // 2 again, with finer resolution: many unchanged cycles at a 100 ms interval.
-    let tmp_b = tempfile::tempdir().expect("tempdir");
-    let (sim, a, b) = world().await;
-    write_config(tmp_b.path(), &sim, &a, &b, "100ms", "15m");
-    let mut child = spawn(tmp_b.path());
+    // A write waiting for quota: do IP checks and probe rounds go on meanwhile?
+    let w = World::new().await;
+    let cfg = w.config("1s", "15m", true);
+    w.set_ip(IPS[0]);
+    let mut child = spawn(&cfg);
+    w.until_verified(IPS[0]).await;
+    let (hits, probes) = (w.a.hits(), w.sim.ssh_connections(WEB));
+    w.set_ip(IPS[1]);
+    let waited = w.until_verified(IPS[1]).await;
+    println!(
+        "write waiting for quota:        verified after {}; meanwhile {} IP checks and {} probes",
+        ms(waited),
+        w.a.hits() - hits,
+        w.sim.ssh_connections(WEB) - probes
+    );
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+
+    // CPU with finer resolution: many unchanged cycles at a 100 ms interval.
+    let w = World::new().await;
+    let cfg = w.config("100ms", "15m", false);
+    let mut child = spawn(&cfg);
     let pid = child.id().expect("pid");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hits_start = a.hits();
+    let hits_start = w.a.hits();
     let cpu_start = cpu_ns(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let cycles = a.hits() - hits_start;
+    let cycles = w.a.hits() - hits_start;
     let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
     println!(
-        "CPU per unchanged cycle:        {:.3} ms ({} cycles, {:.1} ms CPU in 20 s, 100 ms interval)",
+        "CPU per unchanged cycle:        {:.3} ms ({} cycles at a 100 ms interval)",
         cpu as f64 / 1e6 / cycles.max(1) as f64,
-        cycles,
-        cpu as f64 / 1e6
+        cycles
     );
     let _ = child.kill().await;
-    sim.shutdown().await;
+    let _ = child.wait().await;
 
-    // 4: delay from an address change to the verified write, with a 1 s interval.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (sim, a, b) = world().await;
-    write_config(tmp.path(), &sim, &a, &b, "1s", "15m");
-    let mut child = spawn(tmp.path());
-    let state = tmp.path().join("state").join("state.json");
-    let wait = |cond: &dyn Fn() -> bool| {
-        let start = Instant::now();
-        while !cond() && start.elapsed() < Duration::from_secs(90) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    wait(&|| state.exists());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let t = Instant::now();
-    a.set_ip(NEW_IP);
-    b.set_ip(NEW_IP);
-    let mut verified = None;
-    while t.elapsed() < Duration::from_secs(90) {
-        let recorded = std::fs::read_to_string(&state)
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| {
-                v["firewalls"][TEMPLATE.to_string()]["ip"]
-                    .as_str()
-                    .map(String::from)
-            });
-        if recorded.as_deref() == Some(NEW_IP) && owned(&sim).as_deref() == Some(NEW_IP) {
-            verified = Some(t.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    match verified {
-        Some(d) => println!(
-            "IP change → verified write:     {:.0} ms (1 s interval; instance check, read, write, read-back at ≥ 520 ms spacing)",
-            d.as_secs_f64() * 1000.0
-        ),
-        None => println!("IP change → verified write:     not seen within 90 s"),
-    }
-    let _ = child.kill().await;
-    sim.shutdown().await;
+    // `--once` without a change: fresh state, warm state, then due for a reconcile read.
+    let w = World::new().await;
+    let cfg = w.config("60s", "15m", false);
+    let (t, code) = once(&cfg).await;
+    let n = w.calls();
+    println!(
+        "--once, no change, fresh state: {n} calls, {:.0} ms, exit {code}",
+        t.as_secs_f64() * 1000.0
+    );
+    let (t, code) = once(&cfg).await;
+    println!(
+        "--once, no change, warm state:  {} calls, {:.0} ms, exit {code}",
+        w.calls() - n,
+        t.as_secs_f64() * 1000.0
+    );
+    let cfg = w.config("60s", "1s", false);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let n = w.calls();
+    let (t, code) = once(&cfg).await;
+    println!(
+        "--once, no change, reconcile:   {} calls, {:.0} ms, exit {code}",
+        w.calls() - n,
+        t.as_secs_f64() * 1000.0
+    );
+
+    // `--once` with a change: fresh state, then (in a new quota minute) warm state.
+    let w = World::new().await;
+    let cfg = w.config("60s", "15m", false);
+    w.set_ip(IPS[0]);
+    let (t, code) = once(&cfg).await;
+    println!(
+        "--once, change, fresh state:    {} calls, {:.0} ms, exit {code}",
+        w.calls(),
+        t.as_secs_f64() * 1000.0
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let n = w.calls();
+    w.set_ip(IPS[1]);
+    let (t, code) = once(&cfg).await;
+    println!(
+        "--once, change, warm state:     {} calls, {:.0} ms, exit {code}",
+        w.calls() - n,
+        t.as_secs_f64() * 1000.0
+    );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProcessEnv};
-use crate::cycle::Engine;
+use crate::engine::{Clouds, Engine, Setup};
 use crate::exit::{AppError, Code};
 use crate::scheduler;
 use crate::state::StateStore;
@@ -168,15 +168,15 @@ grace = "3s"
     let store = StateStore::open(&cfg.daemon.state_dir)?;
     let resolvers = crate::resolver::ResolverSet::from_config(&cfg.resolver)
         .map_err(|e| AppError::Setup(format!("demo: {e}")))?;
-    let provider = crate::app::build_provider(&cfg, shutdown.clone())?;
-    let engine = Engine::new(cfg, resolvers, provider, store, false)?;
+    let clouds = crate::app::build_clouds(&cfg, shutdown.clone(), None)?;
+    let engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, false))?;
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let daemon = tokio::spawn(scheduler::run(
         engine,
         Notifier::disabled(),
         shutdown.clone(),
         reload_rx,
-        || Err(AppError::Setup("the demo does not reload".into())),
+        |_: &Arc<Config>, _: &Clouds| Err(AppError::Setup("the demo does not reload".into())),
     ));
 
     let state_file = dir.join("state").join("state.json");
@@ -199,7 +199,7 @@ grace = "3s"
     .await?;
     // The state records the address only after the write was read back and verified.
     wait_for("the verified write to be recorded", || {
-        std::fs::read_to_string(&state_file).is_ok_and(|s| s.contains(NEW_IP))
+        recorded_ip(&state_file).as_deref() == Some(NEW_IP)
     })
     .await?;
     say(&format!(
@@ -256,6 +256,15 @@ grace = "3s"
     say("");
     say("Done. Try `dynwall check` with your own config next.");
     Ok(Code::Ok)
+}
+
+/// The address the state file records for the template, once a write was verified.
+fn recorded_ip(state_file: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["clouds"]["indigo"]["firewalls"][TEMPLATE.to_string()]["ip"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A private scratch directory for the demo's config and state.

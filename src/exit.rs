@@ -1,7 +1,8 @@
 //! Exit codes (sysexits) and the one mapping from errors to them.
 
 use crate::config::ConfigError;
-use crate::provider::{InstanceId, ProviderError};
+use crate::ids::InstanceId;
+use crate::provider::ProviderError;
 use crate::resolver::ResolveError;
 use crate::state::StateError;
 use crate::sync::SyncError;
@@ -82,6 +83,16 @@ pub enum AppError {
         template: String,
         missing: Vec<InstanceId>,
     },
+    #[error(
+        "{}: probe[{index}].instance: instance {instance} not found in getinstancelist; \
+         it can never be probed by its API address or remediated",
+        path.display()
+    )]
+    UnknownProbeInstance {
+        path: std::path::PathBuf,
+        index: usize,
+        instance: InstanceId,
+    },
     #[error("{0}")]
     Setup(String),
     /// The metrics endpoint or the notifiers could not start.
@@ -96,7 +107,9 @@ impl AppError {
     /// The exit code this error ends a run with.
     pub fn code(&self) -> Code {
         match self {
-            AppError::Config(_) | AppError::UnknownInstances { .. } => Code::Config,
+            AppError::Config(_)
+            | AppError::UnknownInstances { .. }
+            | AppError::UnknownProbeInstance { .. } => Code::Config,
             AppError::State(StateError::Locked { .. }) => Code::TempFail,
             AppError::State(_) => Code::Failure,
             AppError::Resolve(_) => Code::Unavailable,
@@ -115,6 +128,7 @@ fn provider_code(p: &ProviderError) -> Code {
         ProviderError::Quota { .. } => Code::TempFail,
         ProviderError::Transport { .. } | ProviderError::Unavailable { .. } => Code::Unavailable,
         ProviderError::Cancelled { .. } => Code::Ok,
+        ProviderError::UnknownInstances { .. } => Code::Config,
         ProviderError::Api { .. }
         | ProviderError::Malformed { .. }
         | ProviderError::NotFound { .. } => Code::Failure,
@@ -124,7 +138,6 @@ fn provider_code(p: &ProviderError) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn errors_map_to_the_documented_codes() {
@@ -135,7 +148,7 @@ mod tests {
         assert_eq!(auth.code(), Code::NoPerm);
         let quota = AppError::Provider(ProviderError::Quota {
             op: "x",
-            waited: Duration::from_secs(60),
+            detail: "it did not reset within 1m".into(),
         });
         assert_eq!(quota.code(), Code::TempFail);
         let down = AppError::Provider(ProviderError::Unavailable {

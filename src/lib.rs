@@ -5,17 +5,22 @@
 //!
 //! - [`cli`]: the command line (clap definitions only); [`app`]: the commands wired together.
 //! - [`config`]: the TOML file parsed into raw types, then validated into [`config::Config`].
-//! - [`ids`], [`secret`]: identifiers and secrets, used everywhere and depending on nothing.
+//! - [`ids`], [`secret`]: identifiers (clouds, firewalls, instances) and secrets, used everywhere
+//!   and depending on nothing.
+//! - [`clock`]: the one clock (monotonic in the process, wall time on disk).
 //! - [`http_failure`]: why an HTTP request failed, in words (DNS, connect, TLS, timeout, an
 //!   HTML page where data was expected); shared by the IP sources and the cloud clients.
 //! - [`net`]: which addresses may become a firewall source; CIDR normalisation.
 //! - [`resolver`]: public-IP sources behind the [`resolver::Resolver`] trait, and quorum.
-//! - [`provider`]: the [`provider::Firewall`] and [`provider::Power`] contracts and the Indigo client.
-//! - [`probe`]: health probes, the pure remediation decision and the persisted stop/start ladder.
-//! - [`sync`]: the pure rule plan (keep / add / remove) and apply-then-verify.
-//! - [`cycle`]: one sync cycle (resolve, sync every firewall, remember).
+//! - [`provider`]: the [`provider::Provider`] contract (firewalls read, classified and changed by
+//!   a plan; instances listed and powered along a ladder), the shared HTTP layer
+//!   ([`provider::http`], [`provider::token`]) and the Indigo client.
+//! - [`sync`]: the pure plan (keep / add / remove) and the read-back check.
+//! - [`probe`]: probes, the persisted instance records, the pure decision and remediation ladder.
+//! - [`engine`]: IP checks, sync jobs and probe rounds over named clouds, on fresh facts.
 //! - [`scheduler`]: the daemon loop: interval, jitter, backoff, reload, watchdog, shutdown.
-//! - [`state`]: versioned state file, atomic writes, the lock.
+//! - [`state`]: the versioned state file (migrated from older releases), atomic writes, the lock,
+//!   the owed-start journal.
 //! - [`exit`]: exit codes and the one mapping from errors to them.
 //! - [`systemd`], [`signals`], [`telemetry`]: the process's edges.
 //! - [`watch`]: what the operator watches, one handle for the engine: [`metrics`] (Prometheus
@@ -27,10 +32,11 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod cycle;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod engine;
 pub mod exit;
 pub mod health;
 pub mod http_failure;

@@ -1,26 +1,29 @@
-//! The daemon loop: cycles on an interval with jitter, backs off on failure, reloads on SIGHUP,
-//! keeps the systemd watchdog fed, and stops promptly on cancellation.
+//! The daemon loop: IP checks on an interval with jitter, probe rounds when due, the sync job's
+//! reports as they come, reloads on SIGHUP, the systemd watchdog, and a prompt stop.
+//!
+//! The loop itself never waits on the API budget: a firewall sync runs as a job of its own
+//! ([`crate::engine::job`]), so IP checks and probe rounds go on while a write waits for quota.
+//! Inline work (a check, a round) is bounded by a deadline derived from the work; the watchdog
+//! is fed while it runs, and starves only when the loop itself is wedged.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::cycle::{CycleReport, Engine};
+use crate::engine::{Clouds, Engine};
 use crate::exit::AppError;
 use crate::probe::{Health, RoundReport};
-use crate::provider::Provider;
 use crate::resolver::ResolverSet;
 use crate::systemd::Notifier;
 
 /// Longest pause between attempts after repeated failures (unless the interval is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
-/// Upper bound on one cycle: resolver timeouts, API retries and one quota window fit easily.
-pub const CYCLE_DEADLINE: Duration = Duration::from_secs(10 * 60);
 /// Relative jitter on every pause, so many daemons (or a daemon and a cron job) drift apart.
 pub const JITTER: f64 = 0.1;
 
@@ -28,12 +31,12 @@ pub const JITTER: f64 = 0.1;
 pub struct Rebuilt {
     pub config: Arc<Config>,
     pub resolvers: ResolverSet,
-    pub provider: Arc<dyn Provider>,
+    pub clouds: Clouds,
 }
 
-/// The pause before the next cycle. Pure: `jitter` is a sample in [-1, 1].
+/// The pause before the next attempt. Pure: `jitter` is a sample in [-1, 1].
 ///
-/// After `failures` consecutive failed cycles the interval doubles per failure, capped at
+/// After `failures` consecutive failures the interval doubles per failure, capped at
 /// `max(interval, MAX_BACKOFF)`; a success returns to the plain interval.
 pub fn next_delay(interval: Duration, failures: u32, jitter: f64) -> Duration {
     let base = if failures == 0 {
@@ -43,20 +46,6 @@ pub fn next_delay(interval: Duration, failures: u32, jitter: f64) -> Duration {
         interval.saturating_mul(1u32 << failures.min(16)).min(cap)
     };
     base.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0))
-}
-
-/// The sync half of the `STATUS=` line.
-pub fn status_line(report: &CycleReport, config: &Config) -> String {
-    match (report.home.is_empty(), report.error_summary()) {
-        (false, None) => format!(
-            "in sync: {} on {} template{}",
-            report.home,
-            config.firewalls.len(),
-            if config.firewalls.len() == 1 { "" } else { "s" }
-        ),
-        (_, Some(e)) => format!("degraded: {e}"),
-        (true, None) => "waiting for a public address".to_string(),
-    }
 }
 
 /// The probe half of the `STATUS=` line.
@@ -79,6 +68,10 @@ pub fn probe_status(report: &RoundReport, probes: usize) -> String {
     if given_up > 0 {
         line += &format!(", {given_up} given up");
     }
+    let stuck = report.instances.iter().filter(|i| i.needs_operator).count();
+    if stuck > 0 {
+        line += &format!(", {stuck} needing an operator");
+    }
     if report.observer_problem {
         line += ", observer problem";
     }
@@ -86,14 +79,15 @@ pub fn probe_status(report: &RoundReport, probes: usize) -> String {
 }
 
 /// Runs `work` unless shutdown comes first, feeding the watchdog meanwhile and bounding it by
-/// [`CYCLE_DEADLINE`]. `None` means shutdown.
+/// `deadline`. `None` means shutdown.
 async fn guarded<T>(
     shutdown: &CancellationToken,
     watchdog: &mut tokio::time::Interval,
     notifier: &Notifier,
+    deadline: Duration,
     work: impl Future<Output = T>,
 ) -> Option<Result<T, tokio::time::error::Elapsed>> {
-    let work = tokio::time::timeout(CYCLE_DEADLINE, work);
+    let work = tokio::time::timeout(deadline, work);
     tokio::pin!(work);
     loop {
         tokio::select! {
@@ -109,17 +103,23 @@ fn jitter() -> f64 {
     rand::thread_rng().gen_range(-1.0..=1.0)
 }
 
-/// Runs the daemon until `shutdown` is cancelled: sync cycles every `interval`, probe rounds
-/// every probe interval, one at a time (they share the API budget and the state).
+/// The longest an IP check may take: every tracked family's sources, twice over.
+fn check_deadline(engine: &Engine) -> Duration {
+    let families = engine.config.tracked_families().len() as u32;
+    (2 * engine.resolvers.timeout() * families.max(1)).max(Duration::from_secs(30))
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
 ///
-/// `rebuild` re-reads the configuration for a reload; on error the old one stays in force.
-/// Reloads happen only between cycles and rounds, never inside a remediation step.
+/// `rebuild` re-reads the configuration for a reload (given the current one, so clients of
+/// unchanged connections are kept with their token and quota budget); on error the old one
+/// stays in force. Reloads happen between checks and rounds, never inside a remediation step.
 pub async fn run(
     mut engine: Engine,
     notifier: Notifier,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
-    rebuild: impl Fn() -> Result<Rebuilt, AppError>,
+    rebuild: impl Fn(&Arc<Config>, &Clouds) -> Result<Rebuilt, AppError>,
 ) {
     notifier.ready();
     let watchdog_every = notifier
@@ -128,110 +128,107 @@ pub async fn run(
     let mut watchdog = tokio::time::interval(watchdog_every);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures: u32 = 0;
-    let mut next_sync = Instant::now();
-    let mut next_probe = Instant::now();
-    let mut sync_status = String::from("starting");
+    let mut next_check = Instant::now();
+    let mut probe_slack = Duration::ZERO;
     let mut probe_line: Option<String> = None;
     loop {
-        let now = Instant::now();
+        let next_probe = engine
+            .has_probes()
+            .then(|| engine.next_probe_due())
+            .flatten()
+            .map(|t| t + probe_slack);
+        if engine.check_requested() {
+            next_check = Instant::now();
+        }
         let mut worked = true;
-        if now >= next_sync {
-            let Some(outcome) = guarded(&shutdown, &mut watchdog, &notifier, engine.cycle()).await
-            else {
-                break;
-            };
-            let delay = match outcome {
-                Ok(report) => {
-                    sync_status = status_line(&report, &engine.config);
-                    failures = if report.ok() {
-                        0
-                    } else {
-                        failures.saturating_add(1)
-                    };
-                    next_delay(engine.config.daemon.interval, failures, jitter())
-                }
-                Err(_) => {
-                    tracing::error!(
-                        "sync cycle did not finish within {}; abandoned",
-                        humantime::format_duration(CYCLE_DEADLINE)
-                    );
-                    sync_status = "degraded: sync cycle timed out".to_string();
-                    failures = failures.saturating_add(1);
-                    next_delay(engine.config.daemon.interval, failures, 0.0)
-                }
-            };
-            if failures > 0 {
-                tracing::debug!(retry_in = %humantime::format_duration(delay), "sync cycle failed");
-            }
-            next_sync = Instant::now() + delay;
-        } else if engine.has_probes() && now >= next_probe {
-            let Some(outcome) = guarded(
-                &shutdown,
-                &mut watchdog,
-                &notifier,
-                engine.probe_round(false),
-            )
-            .await
-            else {
-                break;
-            };
-            match outcome {
-                Ok(Ok(report)) if report.instances.is_empty() => {}
-                Ok(Ok(report)) => {
-                    probe_line = Some(probe_status(&report, engine.config.probes.len()));
-                }
-                Ok(Err(e)) => tracing::error!("probe round: {e}"),
-                Err(_) => tracing::error!("probe round did not finish in time; abandoned"),
-            }
-            next_probe = Instant::now() + engine.probe_pause().mul_f64(1.0 + JITTER * jitter());
-        } else {
-            worked = false;
-        }
-        let status = match &probe_line {
-            Some(p) => format!("{sync_status}; {p}"),
-            None => sync_status.clone(),
-        };
-        // After every cycle or round (not on the idle wake-ups that only feed the watchdog).
-        if worked {
-            notifier.status(&status);
-        }
-
-        let wake = if engine.has_probes() {
-            next_sync.min(next_probe)
-        } else {
-            next_sync
-        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            ev = engine.next_event() => worked = engine.absorb(ev).await,
             Some(()) = reload.recv() => {
                 notifier.reloading();
-                match rebuild() {
+                match rebuild(&engine.config, &engine.clouds) {
                     Ok(r) => {
                         if r.config.daemon.state_dir != engine.config.daemon.state_dir {
                             tracing::warn!(
                                 "daemon.state_dir changed; the new directory takes effect after a restart"
                             );
                         }
-                        engine.reconfigure(r.config, r.resolvers, r.provider);
+                        engine.reconfigure(r.config, r.resolvers, r.clouds);
                         tracing::info!("configuration reloaded");
-                        next_sync = Instant::now();
-                        next_probe = Instant::now();
+                        next_check = Instant::now();
                         failures = 0;
                     }
                     Err(e) => {
                         tracing::error!("reload failed; keeping the previous configuration: {e}");
-                        notifier.status(&format!("{status}; reload failed, old configuration kept"));
+                        notifier.status(&format!("{}; reload failed, old configuration kept", engine.sync_status()));
                     }
                 }
                 notifier.ready();
+                worked = false;
             }
-            _ = watchdog.tick() => notifier.watchdog(),
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = watchdog.tick() => {
+                notifier.watchdog();
+                worked = false;
+            }
+            _ = tokio::time::sleep_until(next_check) => {
+                let deadline = check_deadline(&engine);
+                let Some(outcome) = guarded(&shutdown, &mut watchdog, &notifier, deadline, engine.check()).await
+                else {
+                    break;
+                };
+                let resolved = match outcome {
+                    Ok(report) => report.resolutions.iter().all(|(_, r)| r.outcome.is_ok()),
+                    Err(_) => {
+                        tracing::error!("IP check did not finish within {}; abandoned",
+                            humantime::format_duration(deadline));
+                        false
+                    }
+                };
+                failures = if resolved { 0 } else { failures.saturating_add(1) };
+                let delay = next_delay(engine.config.daemon.interval, failures, jitter());
+                next_check = Instant::now() + delay;
+                // A cycle that started a sync is reported when the sync ends.
+                worked = !engine.sync_in_flight();
+            }
+            _ = sleep_until_some(next_probe) => {
+                let deadline = engine.round_deadline();
+                let Some(outcome) = guarded(&shutdown, &mut watchdog, &notifier, deadline, engine.probe_round(false)).await
+                else {
+                    break;
+                };
+                match outcome {
+                    Ok(Ok(report)) if report.instances.is_empty() => {}
+                    Ok(Ok(report)) => {
+                        probe_line = Some(probe_status(&report, engine.config.probes.len()));
+                    }
+                    Ok(Err(e)) => tracing::error!("probe round: {e}"),
+                    Err(_) => tracing::error!("probe round did not finish in time; abandoned"),
+                }
+                let shortest = engine.config.probes.iter().map(|p| p.interval).min().unwrap_or_default();
+                probe_slack = shortest.mul_f64(JITTER / 2.0 * rand::thread_rng().gen_range(0.0..=1.0));
+            }
+        }
+        // After every check, round and sync report (not on the idle wake-ups that only feed the
+        // watchdog).
+        if worked {
+            let status = match &probe_line {
+                Some(p) => format!("{}; {p}", engine.sync_status()),
+                None => engine.sync_status(),
+            };
+            notifier.status(&status);
         }
     }
     notifier.stopping();
+    engine.shutdown().await;
     tracing::info!("stopped");
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -1,64 +1,19 @@
-//! Firewall sync: a pure plan from the current rules to the desired ones, then apply and verify.
+//! Firewall sync, the pure part: what the owned rules of a firewall should become, and whether a
+//! read-back confirms a write.
 //!
-//! dynwall owns exactly the inbound rules of type `Custom` with the configured protocol and port.
-//! Every other rule, inbound or outbound, is written back exactly as it was read. The owned set
-//! becomes one rule for the home address plus one per `keep` entry.
+//! The provider classifies a firewall's rules ([`crate::provider::Firewalls::read_firewall`]);
+//! [`plan`] decides, for the owned ones, what to keep, add and remove so that the firewall admits
+//! the home address of each tracked family plus every `keep` entry, and nothing else on the
+//! owned port; the provider applies it; [`verify`] checks the read-back.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::config::FirewallConfig;
+use crate::ids::InstanceId;
 use crate::net::{Family, IpNet};
-use crate::provider::{
-    Firewall, FirewallState, FirewallWrite, InstanceId, ProviderError, Rule, RuleSet,
-};
-
-/// The rule type dynwall owns (and writes).
-pub const OWNED_KIND: &str = "Custom";
-
-/// True when `rule` (an inbound rule) belongs to dynwall under `fw`.
-pub fn is_owned(rule: &Rule, fw: &FirewallConfig) -> bool {
-    rule.kind.trim().eq_ignore_ascii_case(OWNED_KIND)
-        && rule.protocol.trim().eq_ignore_ascii_case(&fw.protocol)
-        && rule.port.trim() == fw.port
-}
-
-/// The planned change of one firewall.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
-    /// Owned sources already present and still wanted.
-    pub kept: Vec<IpNet>,
-    /// Owned sources to add.
-    pub added: Vec<IpNet>,
-    /// Owned rules to remove (stale address, duplicate, or a source dynwall cannot read).
-    pub removed: Vec<Rule>,
-    /// The complete rule set to write.
-    pub rules: RuleSet,
-}
-
-impl Plan {
-    /// True when the firewall already holds exactly the desired owned rules.
-    pub fn is_noop(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
-    }
-
-    /// One line per change, for logs, `check` and `--dry-run`.
-    pub fn describe(&self, fw: &FirewallConfig) -> Vec<String> {
-        let what = format!("firewall {}: {}/{}", fw.template, fw.port, fw.protocol);
-        if self.added.len() == 1 && self.removed.len() == 1 {
-            return vec![format!(
-                "{what} {} → {}",
-                self.removed[0].source, self.added[0]
-            )];
-        }
-        self.removed
-            .iter()
-            .map(|r| format!("{what} remove {}", r.source))
-            .chain(self.added.iter().map(|a| format!("{what} add {a}")))
-            .collect()
-    }
-}
+use crate::provider::{FirewallSnapshot, OwnedRule, OwnedSource, Plan};
 
 /// The home addresses known this cycle, per family; `None` when that family's lookup failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +53,21 @@ impl Home {
     pub fn covers_any(&self, fw: &FirewallConfig) -> bool {
         fw.family.families().iter().any(|f| self.get(*f).is_some())
     }
+
+    /// True when some family known in both homes has a different address.
+    pub fn differs_from(&self, other: &Home) -> bool {
+        [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .any(|f| matches!((self.get(f), other.get(f)), (Some(a), Some(b)) if a != b))
+    }
+
+    /// This home, with the families unknown here taken from `older`.
+    pub fn or(&self, older: &Home) -> Home {
+        Home {
+            v4: self.v4.or(older.v4),
+            v6: self.v6.or(older.v6),
+        }
+    }
 }
 
 impl fmt::Display for Home {
@@ -128,11 +98,12 @@ pub fn desired_sources(fw: &FirewallConfig, home: &Home) -> Vec<IpNet> {
     out
 }
 
-/// Plans the change from `current` toward `home`. Pure.
+/// Plans the change of the owned rules `owned` toward `home`. Pure.
 ///
-/// Owned rules of a tracked family whose address is unknown this cycle are left as they are:
-/// a failed lookup changes nothing.
-pub fn plan(current: &RuleSet, fw: &FirewallConfig, home: &Home) -> Plan {
+/// Owned host rules of a tracked family whose address is unknown this cycle are kept as they
+/// are: a failed lookup changes nothing. Duplicates, wildcards, other networks and unreadable
+/// sources on the owned port are removed.
+pub fn plan(owned: &[OwnedRule], fw: &FirewallConfig, home: &Home) -> Plan {
     let desired = desired_sources(fw, home);
     let frozen: Vec<Family> = fw
         .family
@@ -141,51 +112,55 @@ pub fn plan(current: &RuleSet, fw: &FirewallConfig, home: &Home) -> Plan {
         .copied()
         .filter(|f| home.get(*f).is_none())
         .collect();
-    let mut kept = Vec::new();
-    let mut removed = Vec::new();
-    let mut inbound = Vec::with_capacity(current.inbound.len() + desired.len());
-    for rule in &current.inbound {
-        if !is_owned(rule, fw) {
-            inbound.push(rule.clone());
-            continue;
-        }
-        match rule.source.parse::<IpNet>() {
-            Ok(net) if desired.contains(&net) && !kept.contains(&net) => {
-                kept.push(net);
-                inbound.push(rule.clone());
+    let mut kept_nets: Vec<IpNet> = Vec::new();
+    let (mut keep, mut remove) = (Vec::new(), Vec::new());
+    for rule in owned {
+        match rule.source {
+            OwnedSource::Net(net) if desired.contains(&net) && !kept_nets.contains(&net) => {
+                kept_nets.push(net);
+                keep.push(rule.clone());
             }
-            Ok(net) if net.is_host() && frozen.contains(&Family::of(net.addr())) => {
-                inbound.push(rule.clone());
+            OwnedSource::Net(net)
+                if net.is_host()
+                    && frozen.contains(&Family::of(net.addr()))
+                    && !kept_nets.contains(&net) =>
+            {
+                kept_nets.push(net);
+                keep.push(rule.clone());
             }
-            _ => removed.push(rule.clone()),
+            _ => remove.push(rule.clone()),
         }
     }
-    let added: Vec<IpNet> = desired
+    let add = desired
         .iter()
-        .filter(|d| !kept.contains(d))
+        .filter(|d| !kept_nets.contains(d))
         .copied()
         .collect();
-    inbound.extend(added.iter().map(|net| Rule {
-        kind: OWNED_KIND.to_string(),
-        protocol: fw.protocol.clone(),
-        port: fw.port.clone(),
-        source: net.to_string(),
-    }));
-    Plan {
-        kept,
-        added,
-        removed,
-        rules: RuleSet {
-            inbound,
-            outbound: current.outbound.clone(),
-        },
+    Plan { keep, add, remove }
+}
+
+/// True when `owned` is exactly what `fw` should hold for `home`: the firewall admits us.
+pub fn holds(owned: &[OwnedRule], fw: &FirewallConfig, home: &Home) -> bool {
+    plan(owned, fw, home).is_noop()
+}
+
+/// One line per change, for logs, `check` and `--dry-run`.
+pub fn describe(plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
+    let what = format!("firewall {}: {}/{}", fw.id, fw.port, fw.protocol);
+    if plan.add.len() == 1 && plan.remove.len() == 1 {
+        return vec![format!(
+            "{what} {} → {}",
+            plan.remove[0].source, plan.add[0]
+        )];
     }
+    plan.remove
+        .iter()
+        .map(|r| format!("{what} remove {}", r.source))
+        .chain(plan.add.iter().map(|a| format!("{what} add {a}")))
+        .collect()
 }
 
 /// The configured instances of `fw` that the provider does not know. Pure.
-///
-/// Indigo replaces a template's assignments with the list sent, so writing with an unknown id
-/// would silently unassign it: callers refuse the write when this is not empty.
 pub fn missing_instances(fw: &FirewallConfig, known: &BTreeSet<InstanceId>) -> Vec<InstanceId> {
     fw.instances
         .iter()
@@ -204,36 +179,53 @@ impl fmt::Display for Mismatch {
     }
 }
 
-/// Checks a read-back against what was written: same rules in any order, sources compared
-/// normalised (`x` ≡ `x/32`, escaped slashes already undone by JSON).
-pub fn verify(written: &RuleSet, read: &RuleSet) -> Result<(), Mismatch> {
-    fn key(r: &Rule) -> (String, String, String, String) {
-        let source = r
-            .source
-            .parse::<IpNet>()
-            .map_or_else(|_| r.source.trim().to_string(), |n| n.to_string());
-        (
-            r.kind.trim().to_ascii_lowercase(),
-            r.protocol.trim().to_ascii_uppercase(),
-            r.port.trim().to_string(),
-            source,
-        )
-    }
-    for (dir, w, r) in [
-        ("inbound", &written.inbound, &read.inbound),
-        ("outbound", &written.outbound, &read.outbound),
-    ] {
-        let mut a: Vec<_> = w.iter().map(key).collect();
-        let mut b: Vec<_> = r.iter().map(key).collect();
-        a.sort();
-        b.sort();
-        if a != b {
-            return Err(Mismatch(format!(
-                "{dir} rules read back differ from those written ({} written, {} read)",
-                a.len(),
-                b.len()
-            )));
+/// Checks a read-back: the owned rules are exactly the planned sources (in any order and
+/// spelling) and every other rule is as it was before the write.
+pub fn verify(
+    plan: &Plan,
+    before: &FirewallSnapshot,
+    after: &FirewallSnapshot,
+) -> Result<(), Mismatch> {
+    let mut got = BTreeSet::new();
+    for r in &after.owned {
+        match r.source {
+            OwnedSource::Net(n) => {
+                got.insert(n);
+            }
+            OwnedSource::Unreadable(_) => {
+                return Err(Mismatch(format!(
+                    "an owned rule reads back with source {}",
+                    r.source
+                )))
+            }
         }
+    }
+    if after.owned.len() != got.len() {
+        return Err(Mismatch("an owned rule reads back twice".into()));
+    }
+    let want = plan.wanted();
+    if got != want {
+        let list = |s: &BTreeSet<IpNet>| {
+            s.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Mismatch(format!(
+            "owned sources read back as [{}], written [{}]",
+            list(&got),
+            list(&want)
+        )));
+    }
+    let (mut a, mut b) = (before.others.clone(), after.others.clone());
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(Mismatch(format!(
+            "the other rules read back differ from those written ({} written, {} read)",
+            a.len(),
+            b.len()
+        )));
     }
     Ok(())
 }
@@ -241,65 +233,42 @@ pub fn verify(written: &RuleSet, read: &RuleSet) -> Result<(), Mismatch> {
 /// Errors of one firewall sync.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("firewall {template}: written but not confirmed: {mismatch}")]
+    #[error("firewall {firewall}: {source}")]
+    Provider {
+        firewall: String,
+        #[source]
+        source: crate::provider::ProviderError,
+    },
+    #[error("firewall {firewall}: written but not confirmed: {mismatch}")]
     Verify {
-        template: String,
+        firewall: String,
         mismatch: Mismatch,
     },
+    #[error("firewall {firewall}: refusing to write it: {reason}")]
+    Unwritable { firewall: String, reason: String },
 }
 
 impl SyncError {
-    pub fn provider(&self) -> Option<&ProviderError> {
+    pub fn provider(&self) -> Option<&crate::provider::ProviderError> {
         match self {
-            SyncError::Provider(p) => Some(p),
-            SyncError::Verify { .. } => None,
+            SyncError::Provider { source, .. } => Some(source),
+            SyncError::Verify { .. } | SyncError::Unwritable { .. } => None,
         }
     }
-}
-
-/// Reads a firewall and plans it toward `home`.
-pub async fn read_and_plan(
-    provider: &dyn Firewall,
-    fw: &FirewallConfig,
-    home: &Home,
-) -> Result<(FirewallState, Plan), ProviderError> {
-    let current = provider.read_firewall(&fw.template).await?;
-    let plan = plan(&current.rules, fw, home);
-    Ok((current, plan))
-}
-
-/// Applies a non-empty plan: writes the planned rules with the configured instances, reads the
-/// firewall back and verifies it. Call only with a plan whose [`Plan::is_noop`] is false.
-pub async fn apply(
-    provider: &dyn Firewall,
-    fw: &FirewallConfig,
-    current: &FirewallState,
-    plan: &Plan,
-) -> Result<(), SyncError> {
-    let write = FirewallWrite {
-        id: fw.template.clone(),
-        rules: plan.rules.clone(),
-        instances: fw.instances.clone(),
-    };
-    provider.write_firewall(current, &write).await?;
-    let back = provider.read_firewall(&fw.template).await?;
-    verify(&write.rules, &back.rules).map_err(|mismatch| SyncError::Verify {
-        template: fw.template.to_string(),
-        mismatch,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Tracked;
-    use crate::provider::{FirewallId, InstanceId};
+    use crate::ids::{CloudName, FirewallId};
+    use crate::provider::{Private, RuleHandle};
+    use std::sync::Arc;
 
     fn fw(keep: &[&str]) -> FirewallConfig {
         FirewallConfig {
-            template: FirewallId("12836".into()),
+            cloud: CloudName::indigo(),
+            id: FirewallId("12836".into()),
             instances: vec![InstanceId("616516".into())],
             protocol: "TCP".into(),
             port: "22".into(),
@@ -308,165 +277,107 @@ mod tests {
         }
     }
 
-    fn rule(kind: &str, protocol: &str, port: &str, source: &str) -> Rule {
-        Rule {
-            kind: kind.into(),
-            protocol: protocol.into(),
-            port: port.into(),
-            source: source.into(),
-        }
+    /// Owned rules with handles 0, 1, …; a source that does not parse is unreadable.
+    fn owned(sources: &[&str]) -> Vec<OwnedRule> {
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| OwnedRule {
+                handle: RuleHandle(i.to_string()),
+                source: s
+                    .parse()
+                    .map_or_else(|_| OwnedSource::Unreadable(s.to_string()), OwnedSource::Net),
+            })
+            .collect()
+    }
+
+    fn handles(rules: &[OwnedRule]) -> Vec<&str> {
+        rules.iter().map(|r| r.handle.0.as_str()).collect()
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn others() -> (Vec<Rule>, Vec<Rule>) {
-        (
-            vec![
-                rule("HTTPS", "TCP", "443", "0.0.0.0/0"),
-                rule("Custom", "TCP", "2222", "81.2.69.1"),
-                rule("Custom", "UDP", "22", "81.2.69.2"),
-                rule("All TCP", "TCP", "1-65535", "93.184.216.0/24"),
-            ],
-            vec![rule("Custom", "ICMP", "", "0.0.0.0/0")],
-        )
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn a_changed_address_replaces_only_the_owned_rule() {
-        let (mut inbound, outbound) = others();
-        inbound.insert(1, rule("Custom", "TCP", "22", "81.2.69.160"));
-        let current = RuleSet {
-            inbound: inbound.clone(),
-            outbound: outbound.clone(),
-        };
+    fn a_changed_address_replaces_the_owned_rule() {
         let f = fw(&[]);
-        let p = plan(&current, &f, &Home::of(ip("81.2.69.161")));
+        let p = plan(&owned(&["81.2.69.160"]), &f, &Home::of(ip("81.2.69.161")));
         assert!(!p.is_noop());
-        assert_eq!(p.removed, vec![rule("Custom", "TCP", "22", "81.2.69.160")]);
-        assert_eq!(p.added, vec!["81.2.69.161".parse().unwrap()]);
-        let (others_in, _) = others();
-        assert_eq!(&p.rules.inbound[..4], &others_in[..]);
+        assert_eq!(handles(&p.remove), ["0"]);
+        assert_eq!(p.add, vec![net("81.2.69.161")]);
+        assert!(p.keep.is_empty());
         assert_eq!(
-            p.rules.inbound[4],
-            rule("Custom", "TCP", "22", "81.2.69.161")
-        );
-        assert_eq!(p.rules.outbound, outbound);
-        assert_eq!(
-            p.describe(&f),
+            describe(&p, &f),
             vec!["firewall 12836: 22/TCP 81.2.69.160 → 81.2.69.161".to_string()]
         );
     }
 
     #[test]
-    fn an_in_sync_template_plans_nothing_whatever_the_spelling() {
-        let (mut inbound, outbound) = others();
-        inbound.push(rule("custom", "tcp", " 22", "81.2.69.160/32"));
-        inbound.push(rule("Custom", "TCP", "22", "198.51.100.0/24"));
-        let current = RuleSet { inbound, outbound };
+    fn an_in_sync_firewall_plans_nothing_whatever_the_spelling() {
         let f = fw(&["198.51.100.7/24"]);
-        let p = plan(&current, &f, &Home::of(ip("81.2.69.160")));
+        let rules = owned(&["81.2.69.160/32", "198.51.100.0/24"]);
+        let p = plan(&rules, &f, &Home::of(ip("81.2.69.160")));
         assert!(p.is_noop(), "{p:?}");
-        assert_eq!(
-            p.rules, current,
-            "an in-sync plan writes back exactly what it read"
-        );
+        assert_eq!(handles(&p.keep), ["0", "1"]);
+        assert!(holds(&rules, &f, &Home::of(ip("81.2.69.160"))));
+        assert!(!holds(&rules, &f, &Home::of(ip("81.2.69.161"))));
     }
 
     #[test]
     fn duplicates_wildcards_and_garbage_on_the_owned_port_are_removed() {
-        let current = RuleSet {
-            inbound: vec![
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-                rule("Custom", "TCP", "22", "81.2.69.160/32"),
-                rule("Custom", "TCP", "22", "0.0.0.0/0"),
-                rule("Custom", "TCP", "22", "not-an-address"),
-            ],
-            outbound: vec![],
-        };
         let f = fw(&[]);
-        let p = plan(&current, &f, &Home::of(ip("81.2.69.160")));
-        assert_eq!(p.removed.len(), 3);
-        assert!(p.added.is_empty());
-        assert_eq!(
-            p.rules.inbound,
-            vec![rule("Custom", "TCP", "22", "81.2.69.160")]
-        );
-        assert_eq!(p.describe(&f).len(), 3);
+        let rules = owned(&[
+            "81.2.69.160",
+            "81.2.69.160/32",
+            "0.0.0.0/0",
+            "not-an-address",
+        ]);
+        let p = plan(&rules, &f, &Home::of(ip("81.2.69.160")));
+        assert_eq!(handles(&p.keep), ["0"]);
+        assert_eq!(handles(&p.remove), ["1", "2", "3"]);
+        assert!(p.add.is_empty());
+        assert_eq!(describe(&p, &f).len(), 3);
     }
 
     #[test]
-    fn an_empty_template_gets_the_home_rule_and_the_keep_entries() {
+    fn an_empty_firewall_gets_the_home_rule_and_the_keep_entries() {
         let f = fw(&["198.51.100.0/24", "198.51.100.0/24"]);
-        let p = plan(&RuleSet::default(), &f, &Home::of(ip("81.2.69.160")));
-        assert_eq!(
-            p.rules.inbound,
-            vec![
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-                rule("Custom", "TCP", "22", "198.51.100.0/24"),
-            ]
-        );
-        assert_eq!(p.describe(&f).len(), 2);
+        let p = plan(&[], &f, &Home::of(ip("81.2.69.160")));
+        assert_eq!(p.add, vec![net("81.2.69.160"), net("198.51.100.0/24")]);
+        assert_eq!(describe(&p, &f).len(), 2);
     }
 
     #[test]
     fn both_families_get_one_owned_rule_each() {
         let mut f = fw(&[]);
         f.family = Tracked::Both;
-        let current = RuleSet {
-            inbound: vec![
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
-            ],
-            outbound: vec![],
-        };
         let home = Home {
             v4: Some(ip("81.2.69.161")),
             v6: Some(ip("2a00:1450:4001::2")),
         };
-        let p = plan(&current, &f, &home);
-        assert_eq!(p.removed.len(), 2);
-        assert_eq!(
-            p.rules.inbound,
-            vec![
-                rule("Custom", "TCP", "22", "81.2.69.161"),
-                rule("Custom", "TCP", "22", "2a00:1450:4001::2"),
-            ]
-        );
+        let p = plan(&owned(&["81.2.69.160", "2a00:1450:4001::1"]), &f, &home);
+        assert_eq!(p.remove.len(), 2);
+        assert_eq!(p.add, vec![net("81.2.69.161"), net("2a00:1450:4001::2")]);
     }
 
     #[test]
     fn a_family_whose_lookup_failed_keeps_its_rule() {
         let mut f = fw(&[]);
         f.family = Tracked::Both;
-        let current = RuleSet {
-            inbound: vec![
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
-                rule("Custom", "TCP", "22", "2a00:1450:4001::/48"),
-            ],
-            outbound: vec![],
-        };
+        let rules = owned(&["81.2.69.160", "2a00:1450:4001::1", "2a00:1450:4001::/48"]);
         // IPv6 unknown this cycle: its host rule stays, a stray IPv6 network still goes.
-        let p = plan(&current, &f, &Home::of(ip("81.2.69.161")));
-        assert_eq!(
-            p.removed,
-            vec![
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-                rule("Custom", "TCP", "22", "2a00:1450:4001::/48"),
-            ]
-        );
-        assert_eq!(
-            p.rules.inbound,
-            vec![
-                rule("Custom", "TCP", "22", "2a00:1450:4001::1"),
-                rule("Custom", "TCP", "22", "81.2.69.161"),
-            ]
-        );
+        let p = plan(&rules, &f, &Home::of(ip("81.2.69.161")));
+        assert_eq!(handles(&p.keep), ["1"]);
+        assert_eq!(handles(&p.remove), ["0", "2"]);
+        assert_eq!(p.add, vec![net("81.2.69.161")]);
         // An IPv4-only entry does not keep stray IPv6 sources on its port.
-        let p = plan(&current, &fw(&[]), &Home::of(ip("81.2.69.161")));
-        assert_eq!(p.removed.len(), 3);
+        let p = plan(&rules, &fw(&[]), &Home::of(ip("81.2.69.161")));
+        assert_eq!(p.remove.len(), 3);
     }
 
     #[test]
@@ -486,28 +397,49 @@ mod tests {
         assert!(missing_instances(&f, &known).is_empty());
     }
 
+    fn snapshot(owned_sources: &[&str], others: &[&str]) -> FirewallSnapshot {
+        FirewallSnapshot {
+            id: FirewallId("12836".into()),
+            name: None,
+            owned: owned(owned_sources),
+            others: others.iter().map(|s| s.to_string()).collect(),
+            inbound: 0,
+            outbound: 0,
+            unwritable: None,
+            private: Private(Arc::new(())),
+        }
+    }
+
     #[test]
-    fn verify_ignores_order_and_cidr_spelling_but_not_content() {
-        let written = RuleSet {
-            inbound: vec![
-                rule("HTTPS", "TCP", "443", "0.0.0.0/0"),
-                rule("Custom", "TCP", "22", "81.2.69.160"),
-            ],
-            outbound: vec![rule("Custom", "ICMP", "", "0.0.0.0/0")],
-        };
-        let reordered = RuleSet {
-            inbound: vec![
-                rule("Custom", "TCP", "22", "81.2.69.160/32"),
-                rule("HTTPS", "TCP", "443", "0.0.0.0/0"),
-            ],
-            outbound: written.outbound.clone(),
-        };
-        assert_eq!(verify(&written, &reordered), Ok(()));
-        let mut lost = reordered.clone();
-        lost.outbound.clear();
-        assert!(verify(&written, &lost).is_err());
-        let mut changed = reordered;
-        changed.inbound[0].source = "81.2.69.161".into();
-        assert!(verify(&written, &changed).is_err());
+    fn verify_ignores_order_and_spelling_but_not_content() {
+        let before = snapshot(
+            &["81.2.69.160"],
+            &["in https TCP 443 0.0.0.0/0", "out custom ICMP  0.0.0.0/0"],
+        );
+        let p = plan(
+            &before.owned,
+            &fw(&["198.51.100.0/24"]),
+            &Home::of(ip("81.2.69.161")),
+        );
+        let good = snapshot(
+            &["198.51.100.0/24", "81.2.69.161/32"],
+            &["out custom ICMP  0.0.0.0/0", "in https TCP 443 0.0.0.0/0"],
+        );
+        assert_eq!(verify(&p, &before, &good), Ok(()));
+        let lost = snapshot(
+            &["198.51.100.0/24", "81.2.69.161"],
+            &["in https TCP 443 0.0.0.0/0"],
+        );
+        assert!(verify(&p, &before, &lost).is_err());
+        let stale = snapshot(
+            &["198.51.100.0/24", "81.2.69.160"],
+            &before.others.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(verify(&p, &before, &stale).is_err());
+        let twice = snapshot(
+            &["198.51.100.0/24", "81.2.69.161", "81.2.69.161/32"],
+            &before.others.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(verify(&p, &before, &twice).is_err());
     }
 }

@@ -8,17 +8,8 @@ use std::time::Duration;
 use common::*;
 use dynwall_sim::{Endpoint, PowerState};
 
-/// A world whose instances answer SSH on loopback; our connections come from `OLD_IP`.
 async fn world() -> World {
-    let w = World::with(
-        sim_builder()
-            .ssh_endpoints(true)
-            .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
-        2,
-    )
-    .await;
-    w.sim.set_client_ip(OLD_IP);
-    w
+    ssh_world(sim_builder()).await
 }
 
 /// A `[[probe]]` table with fast test timings; `overrides` replace or add keys.
@@ -61,7 +52,7 @@ fn verbs(w: &World, id: u64) -> Vec<String> {
 }
 
 fn record(w: &World, id: u64) -> serde_json::Value {
-    state_json(w)["instances"][id.to_string()].clone()
+    state_json(w)["clouds"]["indigo"]["instances"][id.to_string()].clone()
 }
 
 /// Waits until the running daemon has seen `id` answer a probe.
@@ -72,20 +63,8 @@ async fn first_healthy_probe(w: &World, id: u64) {
     .await;
 }
 
-async fn stop(mut daemon: tokio::process::Child) -> String {
-    signal(&daemon, "TERM").await;
-    let out = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = daemon.wait().await;
-        let mut err = String::new();
-        if let Some(mut e) = daemon.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut err).await;
-        }
-        err
-    })
-    .await
-    .expect("daemon stops");
-    out
+async fn stop(daemon: tokio::process::Child) -> String {
+    stop_daemon(daemon).await
 }
 
 #[tokio::test]
@@ -337,10 +316,15 @@ async fn a_healthy_round_costs_no_api_call_and_a_failing_one_a_single_list() {
     assert!(out.contains(&format!("instance {WEB}: healthy")), "{out}");
     assert!(out.contains("budget 0/3"), "{out}");
 
-    // Both fail: one list serves the decisions for both (and the fleet breaker holds them).
+    // Both fail once: no decision could act yet (2 failures are needed), so no API call.
     w.sim.set_responsive(WEB, false);
     w.sim.set_responsive(DB, false);
     let out = run(&cfg, &["--once"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1);
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 0, "{}", text(&out));
+    // Both down: one list serves the decisions for both (and the fleet breaker holds them).
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.sim.calls(Endpoint::InstanceList), 1, "{}", text(&out));
+    assert!(w.sim.power_log().is_empty());
 }

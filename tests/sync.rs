@@ -55,7 +55,7 @@ async fn a_new_address_rewrites_only_the_owned_rule_and_keeps_everything_else() 
     );
 
     let st = state_json(&w);
-    assert_eq!(st["firewalls"]["12836"]["ip"], NEW_IP);
+    assert_eq!(st["clouds"]["indigo"]["firewalls"]["12836"]["ip"], NEW_IP);
     assert_eq!(st["last_cycle"]["ok"], true);
 }
 
@@ -349,7 +349,10 @@ async fn a_corrupt_state_file_is_moved_aside_not_fatal() {
                 .starts_with("state.json.corrupt-")
         });
     assert!(aside);
-    assert_eq!(state_json(&w)["firewalls"]["12836"]["ip"], NEW_IP);
+    assert_eq!(
+        state_json(&w)["clouds"]["indigo"]["firewalls"]["12836"]["ip"],
+        NEW_IP
+    );
 }
 
 #[tokio::test]
@@ -375,7 +378,7 @@ async fn sigterm_stops_the_daemon_within_two_seconds() {
     );
     assert_eq!(
         state_json(&w)["version"],
-        1,
+        dynwall::state::VERSION,
         "state is valid after the stop"
     );
 }
@@ -508,8 +511,8 @@ async fn a_dual_stack_entry_keeps_one_rule_per_family_and_a_failed_family_keeps_
     owned.sort();
     assert_eq!(owned, vec![V6.to_string(), NEW_IP.to_string()]);
     let st = state_json(&w);
-    assert_eq!(st["firewalls"]["12836"]["ip"], NEW_IP);
-    assert_eq!(st["firewalls"]["12836"]["ip6"], V6);
+    assert_eq!(st["clouds"]["indigo"]["firewalls"]["12836"]["ip"], NEW_IP);
+    assert_eq!(st["clouds"]["indigo"]["firewalls"]["12836"]["ip6"], V6);
 
     // IPv6 lookups now fail while IPv4 moves: the IPv4 rule follows, the IPv6 rule stays.
     script(w.dir.path(), "v6a", None);
@@ -525,5 +528,8 @@ async fn a_dual_stack_entry_keeps_one_rule_per_family_and_a_failed_family_keeps_
     let mut owned = w.owned_sources();
     owned.sort();
     assert_eq!(owned, vec![V6.to_string(), OLD_IP.to_string()]);
-    assert_eq!(state_json(&w)["firewalls"]["12836"]["ip6"], V6);
+    assert_eq!(
+        state_json(&w)["clouds"]["indigo"]["firewalls"]["12836"]["ip6"],
+        V6
+    );
 }

@@ -79,7 +79,7 @@ impl Notify {
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn in_sync(ip: &str) -> String {
-    format!("STATUS=in sync: {ip} on 1 template\n")
+    format!("STATUS=in sync: {ip} on 1 firewall\n")
 }
 
 /// SIGTERM, then the exit status and everything the daemon logged.

@@ -15,6 +15,9 @@ fn family_key(f: Family) -> &'static str {
 
 /// Prints every answer of `resolutions` as one aligned table (source, family, answer, latency,
 /// verdict), then the agreed address of each family or why there is none.
+/// The widest a column of `dynwall ip` is padded to.
+const MAX_COLUMN: usize = 100;
+
 pub(super) fn print_resolutions(out: &mut impl Write, resolutions: &[Resolution]) {
     let all: Vec<Family> = resolutions.iter().map(|r| r.family).collect();
     print_table(out, resolutions, &all);
@@ -43,7 +46,15 @@ fn print_table(out: &mut impl Write, resolutions: &[Resolution], tracked: &[Fami
             verdict,
         ]);
     }
-    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    // Columns are padded up to a sensible width only: a 64 KiB URL overflows its column instead
+    // of asking the formatter for a width it cannot take.
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r[c].chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(MAX_COLUMN)
+    };
     let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
     for [source, family, answer, latency, verdict] in &rows {
         let _ = writeln!(

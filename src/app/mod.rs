@@ -3,21 +3,30 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, Env, ProcessEnv};
-use crate::cycle::{Engine, FirewallOutcome};
+use crate::engine::{Clouds, Engine, FirewallOutcome, Setup};
 use crate::exit::{AppError, Code};
+use crate::ids::CloudName;
 use crate::net::Family;
 use crate::provider::indigo::IndigoClient;
 use crate::provider::Provider;
 use crate::resolver::{family_name, Resolution, ResolverSet, Verdict};
 use crate::scheduler::{self, Rebuilt};
-use crate::state::{self, now_unix, StateStore};
+use crate::state::{self, StateStore};
 use crate::sync;
 use crate::systemd::Notifier;
+
+/// The longest a `--once` run takes: below the 15 minutes the timer unit allows it
+/// (`TimeoutStartSec=15min`), with a minute to spare for start-up and the final save.
+pub const ONCE_LIMIT: Duration = Duration::from_secs(14 * 60);
+/// Within [`ONCE_LIMIT`], the time the sync may take; probe rounds and a remediation in flight
+/// get the rest (what they cannot finish, the next run resumes).
+pub const ONCE_SYNC_LIMIT: Duration = Duration::from_secs(11 * 60);
 
 mod check;
 mod ip;
@@ -80,20 +89,30 @@ fn print(bytes: &[u8]) -> Result<Code, AppError> {
     }
 }
 
-/// Builds the provider named by the config (Indigo today).
-pub fn build_provider(
+/// Builds the clouds the config names (Indigo today). A cloud whose connection settings are
+/// unchanged since `previous` keeps its client, with its token and quota budget (a reload).
+pub fn build_clouds(
     cfg: &Config,
     shutdown: CancellationToken,
-) -> Result<Arc<dyn Provider>, AppError> {
-    let indigo = cfg.indigo.as_ref().ok_or_else(|| {
-        AppError::Setup(format!(
+    previous: Option<(&Config, &Clouds)>,
+) -> Result<Clouds, AppError> {
+    let Some(indigo_cfg) = cfg.indigo.as_ref() else {
+        return Err(AppError::Setup(format!(
             "{}: this build serves only the [indigo] cloud, and the config has none",
             cfg.path.display()
-        ))
-    })?;
-    let client = IndigoClient::new(indigo, shutdown)
+        )));
+    };
+    let indigo = CloudName::indigo();
+    if let Some(old) = previous
+        .filter(|(old, _)| old.indigo.as_ref() == Some(indigo_cfg))
+        .and_then(|(_, clouds)| clouds.get(&indigo))
+    {
+        return Ok(Clouds::new().with(indigo, old.clone()));
+    }
+    let client = IndigoClient::new(indigo_cfg, shutdown)
         .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?;
-    Ok(Arc::new(client))
+    let provider: Arc<dyn Provider> = Arc::new(client);
+    Ok(Clouds::new().with(indigo, provider))
 }
 
 fn build_resolvers(cfg: &Config) -> Result<ResolverSet, AppError> {
@@ -110,8 +129,8 @@ fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<E
     let cfg = load(path)?;
     let store = StateStore::open(&cfg.daemon.state_dir)?;
     let resolvers = build_resolvers(&cfg)?;
-    let provider = build_provider(&cfg, shutdown.clone())?;
-    Engine::new(cfg, resolvers, provider, store, dry_run)
+    let clouds = build_clouds(&cfg, shutdown.clone(), None)?;
+    Engine::new(Setup::new(cfg, resolvers, clouds, store, dry_run))
 }
 
 async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
@@ -129,11 +148,11 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     );
     let rebuild_shutdown = shutdown.clone();
     let rebuild_path = path.to_path_buf();
-    let rebuild = move || -> Result<Rebuilt, AppError> {
+    let rebuild = move |old: &Arc<Config>, clouds: &Clouds| -> Result<Rebuilt, AppError> {
         let config = load(&rebuild_path)?;
         Ok(Rebuilt {
             resolvers: build_resolvers(&config)?,
-            provider: build_provider(&config, rebuild_shutdown.clone())?,
+            clouds: build_clouds(&config, rebuild_shutdown.clone(), Some((old, clouds)))?,
             config,
         })
     };
@@ -141,57 +160,116 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     Ok(Code::Ok)
 }
 
+/// One cycle and one probe round (advancing a remediation in flight), bounded by
+/// [`ONCE_LIMIT`] whatever the quota or the instances do.
 async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
+    let started = tokio::time::Instant::now();
     let shutdown = CancellationToken::new();
     let _reload = crate::signals::install(shutdown.clone())
         .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
     let mut engine = prepare(path, dry_run, &shutdown)?;
-    let report = tokio::select! {
+    let cycle = tokio::select! {
         biased;
-        _ = shutdown.cancelled() => return Ok(Code::TempFail),
-        r = engine.cycle() => r,
+        _ = shutdown.cancelled() => {
+            engine.shutdown().await;
+            return Ok(Code::TempFail);
+        }
+        r = tokio::time::timeout_at(started + ONCE_SYNC_LIMIT, engine.cycle()) => r,
     };
-    let mut code = report.code();
+    let (report, mut code) = match cycle {
+        Ok(r) => {
+            let code = r.code();
+            (Some(r), code)
+        }
+        Err(_) => {
+            tracing::error!(
+                "the firewall sync did not finish within {}; the next run continues it",
+                humantime::format_duration(ONCE_SYNC_LIMIT)
+            );
+            engine.abort_job();
+            (None, Code::TempFail)
+        }
+    };
+    let deadline = started + ONCE_LIMIT;
     if engine.has_probes() {
-        // One probe round, then keep advancing a remediation in flight within its timeouts.
-        let deadline = std::time::Instant::now() + engine.remediation_limit();
+        // One probe round, then keep advancing a remediation in flight while time is left.
         loop {
             let round = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ok(Code::TempFail),
-                r = engine.probe_round(true) => r,
+                _ = shutdown.cancelled() => {
+                    engine.shutdown().await;
+                    return Ok(Code::TempFail);
+                }
+                r = tokio::time::timeout_at(deadline, engine.probe_round(true)) => r,
             };
             match round {
-                Ok(r) if r.any_given_up() => code = code.worst(Code::Failure),
-                Ok(_) => {}
-                Err(e) => {
+                Err(_) => break,
+                Ok(Ok(r)) if r.needs_attention() => code = code.worst(Code::Failure),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     tracing::error!("probe round: {e}");
                     code = code.worst(e.code());
                     break;
                 }
             }
-            if !engine.remediation_in_flight() || std::time::Instant::now() >= deadline {
+            if engine.check_requested() {
+                // A firewall must be synced before anything is done about an instance: do it
+                // now; the next run decides about the instance.
+                let _ = tokio::time::timeout_at(deadline, engine.cycle()).await;
+                break;
+            }
+            let next = engine.next_probe_due().unwrap_or(deadline);
+            if !engine.remediation_in_flight() || next >= deadline {
                 break;
             }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ok(Code::TempFail),
-                _ = tokio::time::sleep(engine.probe_pause()) => {}
+                _ = shutdown.cancelled() => {
+                    engine.shutdown().await;
+                    return Ok(Code::TempFail);
+                }
+                _ = tokio::time::sleep_until(next) => {}
             }
         }
     }
+    engine.shutdown().await;
     if dry_run {
         let mut out = std::io::stdout().lock();
-        for (i, r) in &report.firewalls {
+        let outcomes = report
+            .as_ref()
+            .map(|r| r.firewalls.as_slice())
+            .unwrap_or_default();
+        for (i, r) in outcomes {
             let fw = &engine.config.firewalls[*i];
             let _ = match r {
                 Ok(FirewallOutcome::WouldUpdate(lines)) => lines
                     .iter()
                     .try_for_each(|l| writeln!(out, "would change {l}")),
-                Ok(_) => writeln!(out, "firewall {}: in sync", fw.template),
-                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.template),
+                Ok(_) => writeln!(out, "firewall {}: in sync", fw.id),
+                Err(e) => writeln!(out, "firewall {}: error: {e}", fw.id),
             };
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timer unit gives a run `TimeoutStartSec`; a `--once` run must end well before it.
+    #[test]
+    fn a_once_run_is_bounded_below_the_timer_units_start_timeout() {
+        let unit = include_str!("../../systemd/dynwall-once.service");
+        let limit = unit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("TimeoutStartSec="))
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .expect("the unit sets TimeoutStartSec");
+        assert!(ONCE_SYNC_LIMIT < ONCE_LIMIT);
+        assert!(
+            ONCE_LIMIT + Duration::from_secs(30) <= limit,
+            "{ONCE_LIMIT:?} leaves no room below {limit:?}"
+        );
+    }
 }

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use super::*;
+use crate::clock::wall_now;
 
 fn ago(t: u64) -> String {
-    let secs = now_unix().saturating_sub(t);
+    let secs = wall_now().saturating_sub(t);
     format!(
         "{} ago",
         humantime::format_duration(std::time::Duration::from_secs(secs))
@@ -17,9 +18,9 @@ fn ago(t: u64) -> String {
 pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
     let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     let dir = &cfg.daemon.state_dir;
-    let st = state::read_unlocked(dir)?;
+    let snap = state::read_unlocked(dir)?;
     let mut out = std::io::stdout().lock();
-    let Some(st) = st else {
+    let Some(snap) = snap else {
         let _ = writeln!(
             out,
             "no state yet in {} (dynwall has not run)",
@@ -27,11 +28,12 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
         );
         return Ok(Code::Ok);
     };
+    let st = &snap.state;
     if json {
         let _ = writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&st).unwrap_or_default()
+            serde_json::to_string_pretty(st).unwrap_or_default()
         );
         return Ok(Code::Ok);
     }
@@ -47,16 +49,22 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             out,
             "last cycle: {} ({}){}",
             if c.ok { "ok" } else { "failed" },
-            ago(c.finished_at),
+            ago(last_cycle_end(&snap)),
             c.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
         );
-        if let Some(s) = c.last_success_at {
+        let last_success = if c.ok {
+            Some(last_cycle_end(&snap))
+        } else {
+            c.last_success_at
+        };
+        if let Some(s) = last_success {
             let _ = writeln!(out, "last success: {}", ago(s));
         }
     }
-    let now = now_unix();
+    let now = wall_now();
+    let owed = state::journal::read_unlocked(dir, now);
     for p in &cfg.probes {
-        let Some(r) = st.instances.get(&p.instance.0) else {
+        let Some(r) = st.instance(&p.cloud, &p.instance) else {
             let _ = writeln!(out, "instance {}: not probed yet", p.instance);
             continue;
         };
@@ -71,15 +79,17 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             ),
             None => "not probed yet".to_string(),
         };
-        let incident = match (&r.remediation, r.given_up) {
-            (Some(rem), _) => format!(
-                "; remediating: {:?} since {}",
-                rem.step,
-                ago(rem.started_at)
+        let incident = match (&r.remediation, r.given_up, &r.needs_operator) {
+            (Some(rem), _, _) => {
+                format!("; remediating: {} since {}", rem.step, ago(rem.started_at))
+            }
+            (None, _, Some(why)) => format!(
+                "; NEEDS AN OPERATOR: {why}; run `dynwall reset {}` once it is fixed",
+                p.instance
             ),
-            (None, true) => "; GIVEN UP: run `dynwall reset` once it is fixed".to_string(),
-            (None, false) if r.in_grace(now) => "; in grace after a start".to_string(),
-            (None, false) if r.last_hold.is_some() => format!(
+            (None, true, None) => "; GIVEN UP: run `dynwall reset` once it is fixed".to_string(),
+            (None, false, None) if r.in_grace(now) => "; in grace after a start".to_string(),
+            (None, false, None) if r.last_hold.is_some() => format!(
                 "; not acting: {}",
                 r.last_hold.as_deref().unwrap_or_default()
             ),
@@ -96,13 +106,24 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
         if let Some(t) = r.actions.last() {
             let _ = writeln!(out, "instance {}: last remediation {}", p.instance, ago(*t));
         }
+        if let Some(o) = owed
+            .iter()
+            .find(|o| o.cloud == p.cloud && o.instance == p.instance)
+        {
+            let _ = writeln!(
+                out,
+                "instance {}: dynwall asked it to stop {}; it is started again if it shows up stopped",
+                p.instance,
+                ago(o.asked_at)
+            );
+        }
     }
     for fw in &cfg.firewalls {
-        let _ = match st.firewalls.get(&fw.template.0) {
+        let _ = match st.firewall(&fw.cloud, &fw.id) {
             Some(r) => writeln!(
                 out,
                 "firewall {}: {} (verified {}, last written {})",
-                fw.template,
+                fw.id,
                 sync::Home {
                     v4: r.ip,
                     v6: r.ip6
@@ -110,18 +131,25 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
                 ago(r.verified_at),
                 r.updated_at.map_or("never".to_string(), ago)
             ),
-            None => writeln!(out, "firewall {}: not synced yet", fw.template),
+            None => writeln!(out, "firewall {}: not synced yet", fw.id),
         };
     }
     Ok(Code::Ok)
 }
 
+/// When the last cycle finished: its record, or the heartbeat (the file's modification time)
+/// that later cycles with the same outcome leave.
+fn last_cycle_end(snap: &state::Snapshot) -> u64 {
+    let recorded = snap.state.last_cycle.as_ref().map_or(0, |c| c.finished_at);
+    snap.heartbeat.map_or(recorded, |h| h.max(recorded))
+}
+
 pub(super) fn healthcheck(path: &Path) -> Result<Code, AppError> {
     let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     let verdict = match state::read_unlocked(&cfg.daemon.state_dir) {
-        Ok(Some(st)) => match st.last_cycle {
+        Ok(Some(snap)) => match snap.state.last_cycle.clone() {
             Some(c) => {
-                let age = now_unix().saturating_sub(c.finished_at);
+                let age = wall_now().saturating_sub(last_cycle_end(&snap));
                 let limit = 3 * c.interval_secs.max(cfg.daemon.interval.as_secs()).max(1);
                 if !c.ok {
                     Err(format!(
@@ -165,7 +193,7 @@ pub(super) fn reset(path: &Path, instance: &str) -> Result<Code, AppError> {
     let file = cfg
         .daemon
         .state_dir
-        .join(format!("{}{instance}", crate::cycle::RESET_PREFIX));
+        .join(format!("{}{instance}", crate::engine::RESET_PREFIX));
     std::fs::write(&file, b"").map_err(|source| {
         AppError::State(state::StateError::Io {
             path: file.clone(),

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::raw::{self};
 use super::*;
+use crate::ids::{CloudName, FirewallId, InstanceId};
 use crate::net::{Family, IpNet};
-use crate::provider::{FirewallId, InstanceId};
 
 /// Which home address families a firewall entry tracks (one owned rule per family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +26,14 @@ impl Tracked {
     }
 }
 
-/// One managed firewall template.
+/// One managed firewall.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirewallConfig {
-    pub template: FirewallId,
+    /// The cloud it belongs to (`indigo` for the `[indigo]` table).
+    pub cloud: CloudName,
+    /// Indigo: the template id (`template = …`).
+    pub id: FirewallId,
+    /// Every instance the firewall is assigned to (Indigo sends it with each update).
     pub instances: Vec<InstanceId>,
     pub protocol: String,
     pub port: String,
@@ -108,7 +112,8 @@ pub(crate) fn firewall_from_raw(
         }
     };
     Ok(FirewallConfig {
-        template: FirewallId(template.0),
+        cloud: CloudName::indigo(),
+        id: FirewallId(template.0),
         instances: ids,
         protocol,
         port,

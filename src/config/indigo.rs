@@ -8,7 +8,7 @@ use reqwest::Url;
 use super::raw::{self};
 use super::*;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndigoConfig {
     pub endpoint: Url,
     pub api_key: Secret,

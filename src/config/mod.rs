@@ -30,9 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::ids::CloudName;
+use crate::ids::{CloudName, InstanceId};
 use crate::net::Family;
-use crate::provider::InstanceId;
 use raw::RawConfig;
 
 /// Where the config lives when neither `-c` nor `$DYNWALL_CONFIG` says otherwise.
@@ -222,11 +221,11 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, fw) in raw.firewall.into_iter().enumerate() {
             let fw = firewall_from_raw(fw, i, path)?;
-            if !seen.insert(fw.template.clone()) {
+            if !seen.insert((fw.cloud.clone(), fw.id.clone())) {
                 return Err(ConfigError::invalid(
                     path,
                     format!("firewall[{i}].template"),
-                    format!("template {} is listed twice", fw.template),
+                    format!("template {} is listed twice", fw.id),
                 ));
             }
             firewalls.push(fw);
@@ -235,7 +234,7 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, p) in raw.probe.into_iter().enumerate() {
             let p = probe_from_raw(p, i, path)?;
-            if !seen.insert(p.instance.clone()) {
+            if !seen.insert((p.cloud.clone(), p.instance.clone())) {
                 return Err(ConfigError::invalid(
                     path,
                     format!("probe[{i}].instance"),
@@ -310,7 +309,14 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let message = inner.message().to_string();
+        // One line: a multi-line parser message reads badly in a log line.
+        let message = inner
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         let location = inner
             .span()
             .map(|s| {

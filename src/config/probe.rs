@@ -8,7 +8,7 @@ use reqwest::Url;
 
 use super::raw::{self, Dur};
 use super::*;
-use crate::provider::InstanceId;
+use crate::ids::{CloudName, InstanceId};
 
 /// How an instance is probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum ProbeCheck {
 /// One probed instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeConfig {
+    /// The cloud the instance belongs to (`indigo` for the `[indigo]` table).
+    pub cloud: CloudName,
     pub instance: InstanceId,
     /// Probe target; `None` means the instance's address from the API, port 22.
     pub address: Option<SocketAddr>,
@@ -118,6 +120,7 @@ pub(crate) fn probe_from_raw(
     };
     let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
     let cfg = ProbeConfig {
+        cloud: CloudName::indigo(),
         instance: InstanceId(instance.0),
         address,
         check,

@@ -1,36 +1,88 @@
 //! The configuration file as written: serde types that mirror the TOML one to one.
 //!
-//! Every table denies unknown keys so a typo is an error, not a silently ignored setting. Values are
-//! only parsed here (durations, ids); cross-field rules live in [`super::Config::from_raw`].
+//! Every table denies unknown keys so a typo is an error, not a silently ignored setting, and must
+//! be written as a table (serde would otherwise take `resolver = [2, "1s"]` as its fields in
+//! order). Values are only parsed here (durations, ids); cross-field rules live in
+//! [`super::Config::from_raw`].
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+/// The longest duration any key takes: a year. Longer values are typos (or attempts to overflow
+/// the timers) and are refused while loading, naming the key.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "table")]
     pub daemon: RawDaemon,
+    #[serde(default, deserialize_with = "optional_table")]
     pub resolver: Option<RawResolver>,
     /// Absent from a config that names OpenStack clouds only; otherwise read even when absent,
     /// as it always was (the credentials may come from the environment).
+    #[serde(default, deserialize_with = "optional_table")]
     pub indigo: Option<RawIndigo>,
     /// `[openstack.NAME]` tables, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "named_tables")]
     pub openstack: BTreeMap<String, RawOpenStack>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tables")]
     pub firewall: Vec<RawFirewall>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tables")]
     pub probe: Vec<RawProbe>,
     /// `[metrics]`: absent means no metrics endpoint.
+    #[serde(default, deserialize_with = "optional_table")]
     pub metrics: Option<RawMetrics>,
     /// `[[notify]]` tables.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tables")]
     pub notify: Vec<RawNotify>,
+}
+
+/// Deserializes `T` from a table only, never from an array of its fields in order.
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(PhantomData)).map(Table)
+    }
+}
+
+pub(crate) fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Table::deserialize(d).map(|t| t.0)
+}
+
+pub(crate) fn optional_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    table(d).map(Some)
+}
+
+pub(crate) fn tables<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<Table<T>>::deserialize(d).map(|v| v.into_iter().map(|t| t.0).collect())
+}
+
+pub(crate) fn named_tables<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, T>, D::Error> {
+    BTreeMap::<String, Table<T>>::deserialize(d)
+        .map(|m| m.into_iter().map(|(k, t)| (k, t.0)).collect())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,7 +98,7 @@ pub struct RawDaemon {
 pub struct RawResolver {
     pub quorum: Option<u32>,
     pub timeout: Option<Dur>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tables")]
     pub source: Vec<RawSource>,
 }
 
@@ -324,10 +376,18 @@ impl<'de> Deserialize<'de> for Dur {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
                 let d = humantime::parse_duration(v.trim())
-                    .map_err(|e| E::custom(format!("invalid duration {v:?}: {e}")))?;
+                    .map_err(|e| E::custom(format!("invalid duration {:?}: {e}", excerpt(v))))?;
                 if d.is_zero() {
                     return Err(E::custom(format!(
-                        "invalid duration {v:?}: must be greater than zero"
+                        "invalid duration {:?}: must be greater than zero",
+                        excerpt(v)
+                    )));
+                }
+                if d > MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "invalid duration {:?}: at most {} days",
+                        excerpt(v),
+                        MAX_DURATION.as_secs() / 86_400
                     )));
                 }
                 Ok(Dur(d))
@@ -399,4 +459,13 @@ impl<'de> Deserialize<'de> for PortValue {
         }
         d.deserialize_any(V)
     }
+}
+
+/// The start of a value for an error message (a 64 KiB value is not echoed whole).
+fn excerpt(v: &str) -> String {
+    let mut out: String = v.chars().take(40).collect();
+    if out.len() < v.len() {
+        out.push('…');
+    }
+    out
 }

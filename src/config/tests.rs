@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::*;
-use crate::provider::FirewallId;
+use crate::ids::FirewallId;
 
 const MINIMAL: &str = r#"
 [indigo]
@@ -53,7 +53,7 @@ fn the_shipped_example_parses() {
         cfg.indigo.as_ref().unwrap().api_secret.expose(),
         "secret-from-file"
     );
-    assert_eq!(cfg.firewalls[0].template, FirewallId("12836".into()));
+    assert_eq!(cfg.firewalls[0].id, FirewallId("12836".into()));
     // Nothing but the home address is allowed, and nothing is probed, until the user says so:
     // a user who edits only the ids opens the port to no example network.
     assert!(cfg.firewalls[0].keep.is_empty());
@@ -354,6 +354,28 @@ fn invalid_configs_name_the_key_and_the_reason() {
         ("[[probe]]\ninstance = 1\nfailures = 0\n", "probe[0].failures", "at least 1"),
         ("[[probe]]\ninstance = 1\naddress = \"host\"\n", "probe[0].address", "not an address"),
         ("[typo]\nx = 1\n", "typo", "unknown key"),
+        (
+            "[daemon]\ninterval = \"18446744073709551615s\"\n",
+            "daemon.interval",
+            "at most 366 days",
+        ),
+        (
+            "[[probe]]\ninstance = 1\nwindow = \"400d\"\n",
+            "probe[0].window",
+            "at most",
+        ),
+        ("resolver = [2, \"1s\"]\n", "resolver", "expected a table"),
+        ("daemon = [\"1s\"]\n", "daemon", "expected a table"),
+        (
+            "firewall = [[1, [2]]]\n[[probe]]\ninstance = 1\n",
+            "firewall[0]",
+            "expected a table",
+        ),
+        (
+            "[resolver]\nsource = [[\"http\", \"https://y.example\"]]\n",
+            "resolver.source[0]",
+            "expected a table",
+        ),
         (
             "[[firewall]]\ntemplate = 1\ninstances = []\nfamily = \"ipv5\"\n",
             "firewall[0].family",

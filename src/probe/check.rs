@@ -183,7 +183,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::testkit::{closed_port, Listener};
+    use fakes::{closed_port, Listener};
 
     const T: Duration = Duration::from_millis(300);
 
@@ -317,5 +317,118 @@ mod tests {
             ssh(sim.ssh_addr(16).unwrap(), t).await,
             Err(ProbeFailure::Timeout(t))
         );
+    }
+
+    /// Loopback servers whose behaviour can be switched while they run.
+    mod fakes {
+        use std::net::SocketAddr;
+        use std::time::Duration;
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+        use tokio::task::JoinHandle;
+
+        /// What a fake server on 127.0.0.1 does with each connection.
+        #[derive(Clone, Debug)]
+        pub enum Mode {
+            /// Writes `SSH-2.0-OpenSSH_9.6\r\n`.
+            Ssh,
+            /// Writes the first chunk, then the second a moment later, then keeps the line open.
+            Reply(Vec<u8>, Option<Vec<u8>>),
+            /// Accepts and never says a word.
+            Silent,
+            /// Accepts and closes at once.
+            Closing,
+            /// Answers one HTTP request with this status (and a Location to the given address).
+            Http(u16, SocketAddr),
+        }
+
+        /// A loopback server answering every connection the same way.
+        pub struct Listener {
+            pub addr: SocketAddr,
+            task: JoinHandle<()>,
+        }
+
+        impl Drop for Listener {
+            fn drop(&mut self) {
+                self.task.abort();
+            }
+        }
+
+        impl Listener {
+            pub async fn start(mode: Mode) -> Listener {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let task = tokio::spawn(async move {
+                    while let Ok((stream, _)) = listener.accept().await {
+                        tokio::spawn(serve(stream, mode.clone()));
+                    }
+                });
+                Listener { addr, task }
+            }
+
+            pub async fn ssh() -> Listener {
+                Listener::start(Mode::Ssh).await
+            }
+
+            pub async fn silent() -> Listener {
+                Listener::start(Mode::Silent).await
+            }
+
+            pub async fn closing() -> Listener {
+                Listener::start(Mode::Closing).await
+            }
+
+            pub async fn replying(first: Vec<u8>, then: Option<Vec<u8>>) -> Listener {
+                Listener::start(Mode::Reply(first, then)).await
+            }
+
+            pub async fn http(status: u16, location: SocketAddr) -> Listener {
+                Listener::start(Mode::Http(status, location)).await
+            }
+        }
+
+        async fn serve(mut stream: TcpStream, mode: Mode) {
+            match mode {
+                Mode::Ssh => {
+                    let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+                }
+                Mode::Reply(first, then) => {
+                    let _ = stream.write_all(&first).await;
+                    if let Some(then) = then {
+                        let _ = stream.flush().await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let _ = stream.write_all(&then).await;
+                    }
+                    std::future::pending::<()>().await;
+                }
+                Mode::Silent => std::future::pending::<()>().await,
+                Mode::Closing => drop(stream),
+                Mode::Http(status, location) => {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16_384 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nLocation: http://{location}/\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        }
+
+        /// A loopback port nobody listens on (bound, then released).
+        pub async fn closed_port() -> SocketAddr {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            drop(l);
+            addr
+        }
     }
 }

@@ -4,11 +4,8 @@
 //! rules are table-tested and a persisted record means the same thing after a restart.
 
 use std::fmt;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::remediate::Remediation;
+pub use super::record::{secs, InstanceRecord};
 use crate::config::ProbeConfig;
 use crate::provider::PowerState;
 
@@ -16,68 +13,6 @@ use crate::provider::PowerState;
 pub const BACKOFF_BASE_SECS: u64 = 10 * 60;
 /// Longest pause between two remediations of one instance (A.3: capped at 6 h).
 pub const BACKOFF_CAP_SECS: u64 = 6 * 3600;
-
-/// Whole seconds of a duration, rounded up, so a sub-second config value never becomes "no wait".
-pub fn secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// What dynwall remembers about one probed instance, persisted in the state file.
-///
-/// Times are unix seconds so the record keeps its meaning across restarts and `--once` runs;
-/// missing fields (an older state file) take their defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct InstanceRecord {
-    /// Failed probes in a row that counted (failures inside grace do not).
-    pub consecutive_failures: u32,
-    pub last_probe_at: Option<u64>,
-    pub last_ok_at: Option<u64>,
-    /// Why the last failed probe (or remediation) failed.
-    pub last_error: Option<String>,
-    /// Until then probe failures do not count; ends early on the first success.
-    pub grace_until: Option<u64>,
-    /// Start times of remediations, for the rolling `window` budget (one stop…start is one entry).
-    pub actions: Vec<u64>,
-    /// No new remediation of this instance before then.
-    pub backoff_until: Option<u64>,
-    /// The budget was spent while the instance was down: no more actions until it answers a probe
-    /// again or the operator resets it.
-    pub given_up: bool,
-    /// A remediation was already taken in this incident and could not complete; a new one waits for
-    /// a successful probe (the end of the incident) or an operator reset.
-    pub incident_acted: bool,
-    /// The power state the provider reported last round (a change to `Running` starts a grace period).
-    pub last_api_state: Option<PowerState>,
-    /// The stop…start sequence in flight, if any.
-    pub remediation: Option<Remediation>,
-    /// Why dynwall last held off acting on this instance while it was down (logged once, shown
-    /// by `status`); cleared when it acts or the instance recovers.
-    pub last_hold: Option<String>,
-}
-
-impl InstanceRecord {
-    /// True while probe failures do not count.
-    pub fn in_grace(&self, now: u64) -> bool {
-        self.grace_until.is_some_and(|g| now < g)
-    }
-
-    /// `Some(true)` when the most recent probe succeeded, `None` before the first probe.
-    pub fn last_probe_ok(&self) -> Option<bool> {
-        self.last_probe_at.map(|p| self.last_ok_at == Some(p))
-    }
-
-    /// Remediations started within the rolling window ending at `now`.
-    pub fn actions_in_window(&self, cfg: &ProbeConfig, now: u64) -> u32 {
-        let window = secs(cfg.window);
-        let n = self
-            .actions
-            .iter()
-            .filter(|&&t| t.saturating_add(window) > now)
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-}
 
 /// Records the outcome of one probe.
 ///
@@ -123,6 +58,7 @@ pub fn note_api_state(rec: &mut InstanceRecord, state: &PowerState, cfg: &ProbeC
 /// An in-flight remediation is kept: an instance dynwall stopped is always started again.
 pub fn reset(rec: &mut InstanceRecord) {
     rec.given_up = false;
+    rec.needs_operator = None;
     rec.incident_acted = false;
     rec.actions.clear();
     rec.backoff_until = None;
@@ -177,6 +113,8 @@ pub enum Decision {
     Remediate,
     /// Down and the budget is spent: an operator should look.
     GivenUp,
+    /// A remediation could not finish within its deadline: an operator should look.
+    NeedsOperator,
     /// A remediation is in flight; it continues whatever the gates say.
     InProgress,
 }
@@ -208,6 +146,16 @@ pub enum HoldReason {
     DryRun,
     /// No probe target: no `address` configured and the API reported no IP.
     NoAddress,
+    /// Checked again right before acting, the sources do not agree on an address.
+    AddressUnsettled(String),
+    /// Checked again right before acting, the address is not the one the firewall was synced
+    /// to: the firewall is synced first.
+    AddressChanged(String),
+    /// Read again right before acting, a firewall does not hold the current address (changed by
+    /// hand, or not written yet): the firewall is synced first.
+    RuleNotConfirmed(String),
+    /// The API's request budget is busy with other work; decided again next round.
+    ApiBusy,
 }
 
 impl fmt::Display for HoldReason {
@@ -237,6 +185,17 @@ impl fmt::Display for HoldReason {
             HoldReason::Disabled => f.write_str("remediation is disabled for it"),
             HoldReason::DryRun => f.write_str("dry run"),
             HoldReason::NoAddress => f.write_str("no address to probe"),
+            HoldReason::AddressUnsettled(why) => {
+                write!(f, "the public address is not settled ({why})")
+            }
+            HoldReason::AddressChanged(what) => {
+                write!(
+                    f,
+                    "the public address changed ({what}); syncing the firewall first"
+                )
+            }
+            HoldReason::RuleNotConfirmed(what) => write!(f, "{what}; syncing it first"),
+            HoldReason::ApiBusy => f.write_str("the API budget is busy; deciding next round"),
         }
     }
 }
@@ -249,6 +208,7 @@ impl fmt::Display for Decision {
             Decision::Hold(r) => write!(f, "holding: {r}"),
             Decision::Remediate => f.write_str("remediate"),
             Decision::GivenUp => f.write_str("given up"),
+            Decision::NeedsOperator => f.write_str("needs an operator"),
             Decision::InProgress => f.write_str("remediation in progress"),
         }
     }
@@ -262,7 +222,8 @@ impl fmt::Display for Decision {
 /// 3. fewer than `failures` consecutive failures is [`Decision::Healthy`] / [`Decision::Failing`];
 /// 4. for a down instance the observer gates come first (connectivity, firewall, API state, fleet
 ///    breaker) — when they are closed "down" cannot be trusted, so not even "given up" is claimed;
-/// 5. then the instance's own limits: given up, already acted in this incident, budget spent
+/// 5. then the instance's own limits: needs an operator, given up, already acted in this
+///    incident, budget spent
 ///    (⇒ [`Decision::GivenUp`]; the caller sets `given_up` and logs it loudly), backoff, one at a
 ///    time;
 /// 6. dry run holds where dynwall would act; otherwise [`Decision::Remediate`].
@@ -297,6 +258,9 @@ pub fn decide(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) 
     if gates.fleet_down_fraction_exceeded {
         return Decision::Hold(H::FleetDown);
     }
+    if rec.needs_operator.is_some() {
+        return Decision::NeedsOperator;
+    }
     if rec.given_up {
         return Decision::GivenUp;
     }
@@ -318,350 +282,51 @@ pub fn decide(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) 
     Decision::Remediate
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ProbeCheck;
-    use crate::probe::remediate::{Remediation, Step};
-    use crate::provider::InstanceId;
+/// Whether a round must know an instance's power state (a `getinstancelist` call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ListNeed {
+    /// Not for this instance.
+    No,
+    /// Eventually: an instance held because it is not running is looked at again slowly, so a
+    /// start by its owner is noticed.
+    Slow,
+    /// This round: a decision could act on it.
+    Now,
+}
 
-    fn cfg() -> ProbeConfig {
-        ProbeConfig {
-            instance: InstanceId("616516".into()),
-            address: None,
-            check: ProbeCheck::Ssh,
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-            failures: 3,
-            stop_timeout: Duration::from_secs(300),
-            start_timeout: Duration::from_secs(300),
-            grace: Duration::from_secs(300),
-            max_actions: 3,
-            window: Duration::from_secs(24 * 3600),
-            enabled: true,
-        }
+/// What a down (or unknown) instance needs from the API this round, given the gates known
+/// without it. Pure. A healthy instance needs nothing; one the API last reported not running is
+/// looked at again slowly; one whose decision could reach [`Decision::Remediate`] if the API
+/// reported it running needs the list now; the rest (in grace, given up, backing off, held by
+/// an observer gate) cost nothing.
+pub fn list_need(rec: &InstanceRecord, cfg: &ProbeConfig, gates: &Gates, now: u64) -> ListNeed {
+    if rec.remediation.is_some() {
+        return ListNeed::Now;
     }
-
-    fn open() -> Gates {
-        Gates {
-            connectivity_ok: true,
-            firewall_in_sync: true,
-            api_state: Some(PowerState::Running),
-            fleet_down_fraction_exceeded: false,
-            other_remediation_in_flight: false,
-            dry_run: false,
-        }
+    if rec.consecutive_failures == 0 && rec.last_probe_ok() != Some(false) {
+        return ListNeed::No;
     }
-
-    fn failed(rec: &mut InstanceRecord, n: u32, now: u64) {
-        for i in 0..n {
-            observe(
-                rec,
-                false,
-                Some("connection refused".into()),
-                now + u64::from(i),
-            );
-        }
+    if rec
+        .last_api_state
+        .as_ref()
+        .is_some_and(|s| *s != PowerState::Running)
+    {
+        // Stopped on purpose (or busy): looked at again slowly, so a start is noticed.
+        return ListNeed::Slow;
     }
-
-    fn down() -> InstanceRecord {
-        let mut rec = InstanceRecord::default();
-        failed(&mut rec, 3, 1_000);
-        rec
-    }
-
-    #[test]
-    fn counting_failures_and_a_success_resetting_them() {
-        let c = cfg();
-        let mut rec = InstanceRecord::default();
-        assert_eq!(decide(&rec, &c, &open(), 0), Decision::Healthy);
-        failed(&mut rec, 2, 10);
-        assert_eq!(rec.last_error.as_deref(), Some("connection refused"));
-        assert_eq!(
-            decide(&rec, &c, &open(), 20),
-            Decision::Failing { count: 2 }
-        );
-        observe(&mut rec, true, None, 30);
-        assert_eq!(rec.consecutive_failures, 0);
-        assert_eq!(rec.last_probe_ok(), Some(true));
-        assert_eq!(decide(&rec, &c, &open(), 30), Decision::Healthy);
-        failed(&mut rec, 3, 40);
-        assert_eq!(decide(&rec, &c, &open(), 50), Decision::Remediate);
-    }
-
-    #[test]
-    fn every_closed_gate_holds_a_down_instance() {
-        let c = cfg();
-        let rec = down();
-        let cases: Vec<(Gates, HoldReason)> = vec![
-            (
-                Gates {
-                    connectivity_ok: false,
-                    ..open()
-                },
-                HoldReason::ConnectivityInDoubt,
-            ),
-            (
-                Gates {
-                    firewall_in_sync: false,
-                    ..open()
-                },
-                HoldReason::FirewallNotInSync,
-            ),
-            (
-                Gates {
-                    api_state: None,
-                    ..open()
-                },
-                HoldReason::ApiUnknown,
-            ),
-            (
-                Gates {
-                    api_state: Some(PowerState::Stopped),
-                    ..open()
-                },
-                HoldReason::NotRunning(PowerState::Stopped),
-            ),
-            (
-                Gates {
-                    api_state: Some(PowerState::Other("OS installation In Progress".into())),
-                    ..open()
-                },
-                HoldReason::NotRunning(PowerState::Other("OS installation In Progress".into())),
-            ),
-            (
-                Gates {
-                    fleet_down_fraction_exceeded: true,
-                    ..open()
-                },
-                HoldReason::FleetDown,
-            ),
-            (
-                Gates {
-                    other_remediation_in_flight: true,
-                    ..open()
-                },
-                HoldReason::OneAtATime,
-            ),
-            (
-                Gates {
-                    dry_run: true,
-                    ..open()
-                },
-                HoldReason::DryRun,
-            ),
-        ];
-        for (gates, reason) in cases {
-            assert_eq!(
-                decide(&rec, &c, &gates, 2_000),
-                Decision::Hold(reason.clone()),
-                "{reason:?}"
-            );
-        }
-        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::Remediate);
-    }
-
-    #[test]
-    fn observer_gates_win_over_given_up_so_blindness_is_never_reported_as_a_dead_instance() {
-        let c = cfg();
-        let mut rec = down();
-        rec.given_up = true;
-        let blind = Gates {
-            connectivity_ok: false,
-            ..open()
-        };
-        assert_eq!(
-            decide(&rec, &c, &blind, 2_000),
-            Decision::Hold(HoldReason::ConnectivityInDoubt)
-        );
-        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::GivenUp);
-    }
-
-    #[test]
-    fn disabled_holds_and_an_in_flight_remediation_continues_whatever_the_gates() {
-        let mut c = cfg();
-        let mut rec = down();
-        c.enabled = false;
-        assert_eq!(
-            decide(&rec, &c, &open(), 2_000),
-            Decision::Hold(HoldReason::Disabled)
-        );
-        rec.remediation = Some(Remediation {
-            started_at: 1_500,
-            step: Step::Stopping { since: 1_500 },
-            issued: true,
-        });
-        let closed = Gates {
-            connectivity_ok: false,
-            firewall_in_sync: false,
-            api_state: None,
-            fleet_down_fraction_exceeded: true,
-            other_remediation_in_flight: true,
-            dry_run: true,
-        };
-        assert_eq!(decide(&rec, &c, &closed, 2_000), Decision::InProgress);
-    }
-
-    #[test]
-    fn grace_ignores_failures_and_ends_early_on_the_first_success() {
-        let c = cfg();
-        let mut rec = InstanceRecord {
-            grace_until: Some(1_300),
-            ..InstanceRecord::default()
-        };
-        failed(&mut rec, 5, 1_000);
-        assert_eq!(rec.consecutive_failures, 0);
-        assert_eq!(
-            decide(&rec, &c, &open(), 1_100),
-            Decision::Hold(HoldReason::Grace)
-        );
-        observe(&mut rec, true, None, 1_100);
-        assert_eq!(rec.grace_until, None, "the first success ends grace");
-        failed(&mut rec, 3, 1_110);
-        assert_eq!(rec.consecutive_failures, 3, "after grace, failures count");
-        assert_eq!(decide(&rec, &c, &open(), 1_200), Decision::Remediate);
-
-        // Without a success, failures count again once grace has expired.
-        let mut rec = InstanceRecord {
-            grace_until: Some(1_300),
-            ..InstanceRecord::default()
-        };
-        failed(&mut rec, 5, 1_297);
-        assert_eq!(
-            rec.consecutive_failures, 2,
-            "1297..1299 in grace; 1300 and 1301 count"
-        );
-    }
-
-    #[test]
-    fn an_instance_seen_starting_gets_a_grace_period() {
-        let c = cfg();
-        let mut rec = down();
-        note_api_state(&mut rec, &PowerState::Running, &c, 2_000);
-        assert_eq!(rec.grace_until, None, "first sighting is not a start");
-        note_api_state(&mut rec, &PowerState::Stopped, &c, 2_030);
-        note_api_state(&mut rec, &PowerState::Running, &c, 2_060);
-        assert_eq!(rec.grace_until, Some(2_360));
-        assert_eq!(rec.consecutive_failures, 0);
-        observe(&mut rec, false, None, 2_090);
-        assert_eq!(
-            decide(&rec, &c, &open(), 2_090),
-            Decision::Hold(HoldReason::Grace)
-        );
-    }
-
-    #[test]
-    fn acting_is_edge_triggered_within_an_incident() {
-        let c = cfg();
-        let mut rec = down();
-        rec.incident_acted = true;
-        failed(&mut rec, 10, 1_100);
-        assert_eq!(
-            decide(&rec, &c, &open(), 1_200),
-            Decision::Hold(HoldReason::AlreadyActed)
-        );
-        observe(&mut rec, true, None, 1_300);
-        assert!(!rec.incident_acted, "a success ends the incident");
-        failed(&mut rec, 3, 1_400);
-        assert_eq!(decide(&rec, &c, &open(), 1_500), Decision::Remediate);
-    }
-
-    #[test]
-    fn budget_spent_gives_up_until_healthy_or_reset() {
-        let c = cfg();
-        let mut rec = down();
-        rec.actions = vec![100, 5_000, 9_000];
-        assert_eq!(decide(&rec, &c, &open(), 10_000), Decision::GivenUp);
-        // Once an action leaves the rolling window the budget has room again.
-        let later = 100 + 24 * 3600;
-        assert_eq!(decide(&rec, &c, &open(), later), Decision::Remediate);
-
-        // The caller persists the verdict; it sticks even after the window rolls on …
-        rec.given_up = true;
-        assert_eq!(decide(&rec, &c, &open(), later), Decision::GivenUp);
-        // … until the instance answers again (the budget itself is still counted) …
-        observe(&mut rec, true, None, 10_100);
-        assert!(!rec.given_up);
-        failed(&mut rec, 3, 10_200);
-        assert_eq!(decide(&rec, &c, &open(), 10_300), Decision::GivenUp);
-        // … or the operator resets it, which also forgets the spent budget.
-        rec.given_up = true;
-        reset(&mut rec);
-        failed(&mut rec, 3, 10_400);
-        assert_eq!(decide(&rec, &c, &open(), 10_500), Decision::Remediate);
-    }
-
-    #[test]
-    fn reset_keeps_a_stopped_instance_on_its_way_back() {
-        let mut rec = down();
-        rec.given_up = true;
-        rec.remediation = Some(Remediation {
-            started_at: 1,
-            step: Step::Starting { since: 2 },
-            issued: false,
-        });
-        reset(&mut rec);
-        assert!(!rec.given_up);
-        assert!(rec.remediation.is_some());
-    }
-
-    #[test]
-    fn backoff_holds_until_it_expires() {
-        let c = cfg();
-        let mut rec = down();
-        rec.actions = vec![1_000];
-        rec.backoff_until = Some(2_000);
-        assert_eq!(
-            decide(&rec, &c, &open(), 1_999),
-            Decision::Hold(HoldReason::Backoff { until: 2_000 })
-        );
-        assert_eq!(decide(&rec, &c, &open(), 2_000), Decision::Remediate);
-    }
-
-    #[test]
-    fn backoff_doubles_from_ten_minutes_and_is_capped() {
-        let mut c = cfg();
-        let table = [(1, 600), (2, 1_200), (3, 2_400), (6, 19_200), (7, 21_600)];
-        c.max_actions = 10;
-        for (n, want) in table {
-            assert_eq!(backoff_delay(&c, n), want, "n = {n}");
-        }
-        assert_eq!(backoff_delay(&c, 40), BACKOFF_CAP_SECS);
-        // A short window shrinks the base so the budget still fits, and caps the pause.
-        c.window = Duration::from_secs(120);
-        c.max_actions = 3;
-        assert_eq!(backoff_delay(&c, 1), 30);
-        assert_eq!(backoff_delay(&c, 2), 60);
-        assert_eq!(backoff_delay(&c, 3), 120);
-        assert_eq!(backoff_delay(&c, 9), 120);
-    }
-
-    #[test]
-    fn zero_failures_in_config_is_treated_as_one_and_durations_round_up() {
-        let mut c = cfg();
-        c.failures = 0;
-        let mut rec = InstanceRecord::default();
-        assert_eq!(decide(&rec, &c, &open(), 0), Decision::Healthy);
-        failed(&mut rec, 1, 0);
-        assert_eq!(decide(&rec, &c, &open(), 1), Decision::Remediate);
-        assert_eq!(secs(Duration::from_millis(250)), 1);
-        assert_eq!(secs(Duration::from_secs(5)), 5);
-    }
-
-    #[test]
-    fn a_record_survives_a_json_round_trip_and_old_files_fill_defaults() {
-        let mut rec = down();
-        rec.remediation = Some(Remediation {
-            started_at: 7,
-            step: Step::ForceStopping { since: 9 },
-            issued: true,
-        });
-        rec.last_api_state = Some(PowerState::Other("x".into()));
-        let text = serde_json::to_string(&rec).unwrap();
-        let back: InstanceRecord = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, rec);
-        let old: InstanceRecord = serde_json::from_str(r#"{"consecutive_failures":2}"#).unwrap();
-        assert_eq!(old.consecutive_failures, 2);
-        assert!(old.actions.is_empty());
+    // A dry run asks too: it shows where dynwall would act.
+    let running = Gates {
+        api_state: Some(PowerState::Running),
+        dry_run: false,
+        ..gates.clone()
+    };
+    if decide(rec, cfg, &running, now) == Decision::Remediate {
+        ListNeed::Now
+    } else {
+        ListNeed::No
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

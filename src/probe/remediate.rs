@@ -1,82 +1,19 @@
-//! Remediation as a persisted state machine: stop → (forcestop) → start, resumable after a crash.
+//! Remediation as a persisted state machine: stop → force step → start, resumable after a crash.
 //!
-//! [`advance`] is pure: from the persisted [`Remediation`] and this round's power state it says
-//! what comes next. [`drive`] is the executor: it writes each step to disk *before* asking the
-//! provider to take it, so a process that dies between `stop` and `start` resumes by starting the
-//! instance (SPEC invariant 7). A remediation, once begun, runs to its end whatever the gates,
-//! the budget or `enabled` say: an instance dynwall stopped is always started again.
+//! [`advance`] is pure: from the persisted [`Remediation`], this round's power state and the
+//! cloud's [`Ladder`] it says what comes next. The engine executes it, writing each step to disk
+//! (and each stop to the owed-start journal) *before* asking the provider to take it, so a
+//! process that dies between `stop` and `start` resumes by starting the instance (SPEC invariant
+//! 7). An accepted step is never sent again; a remediation that cannot finish within its overall
+//! [`deadline`] ends with the instance marked "needs an operator".
 
-use std::fmt;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::decide::{backoff_delay, secs, InstanceRecord};
+use super::decide::backoff_delay;
+use super::record::{secs, InstanceRecord};
+pub use super::record::{Remediation, Step};
 use crate::config::ProbeConfig;
-use crate::provider::{InstanceId, Power, PowerAction, PowerOutcome, PowerState};
-
-/// The rung of the ladder a remediation is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Step {
-    /// Graceful stop; `since` = when the stop was accepted (or the step entered, until then).
-    Stopping { since: u64 },
-    /// Forced stop after `stop_timeout`; `since` as above.
-    ForceStopping { since: u64 },
-    /// Start; `since` as above.
-    Starting { since: u64 },
-}
-
-impl Step {
-    /// When the step's request was accepted (or the step entered, until then).
-    pub fn since(self) -> u64 {
-        match self {
-            Step::Stopping { since } | Step::ForceStopping { since } | Step::Starting { since } => {
-                since
-            }
-        }
-    }
-
-    /// The same step, timed from `now`.
-    fn at(self, now: u64) -> Step {
-        match self {
-            Step::Stopping { .. } => Step::Stopping { since: now },
-            Step::ForceStopping { .. } => Step::ForceStopping { since: now },
-            Step::Starting { .. } => Step::Starting { since: now },
-        }
-    }
-
-    /// The power request this step makes.
-    pub fn action(self) -> PowerAction {
-        match self {
-            Step::Stopping { .. } => PowerAction::Stop,
-            Step::ForceStopping { .. } => PowerAction::ForceStop,
-            Step::Starting { .. } => PowerAction::Start,
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Step::Stopping { .. } => "stopping",
-            Step::ForceStopping { .. } => "force-stopping",
-            Step::Starting { .. } => "starting",
-        })
-    }
-}
-
-/// A stop…start sequence in flight (persisted in the instance's record).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Remediation {
-    /// When the remediation began (also its entry in the budget).
-    pub started_at: u64,
-    pub step: Step,
-    /// The provider accepted this step's request. `false` after a crash or an API error between
-    /// persisting the step and the answer: the request is (re-)sent, which is idempotent because
-    /// "already in that state" counts as progress.
-    #[serde(default)]
-    pub issued: bool,
-}
+use crate::provider::{Ladder, PowerAction, PowerState};
 
 /// What the executor does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,46 +28,91 @@ pub enum Next {
     Done,
     /// The ladder could not finish; the instance is not stopped by us, so it may be let go.
     Failed(String),
+    /// The overall deadline passed: end it and ask for an operator.
+    Stuck(String),
+}
+
+/// The longest a remediation may take from its start: twice the ladder's own timeouts (stop,
+/// force, start), so a slow cloud is waited for and a stuck one is not polled forever.
+pub fn deadline(cfg: &ProbeConfig) -> Duration {
+    2 * (2 * cfg.stop_timeout + cfg.start_timeout)
+}
+
+/// The step a remediation begins with on `ladder`.
+pub fn first_step(ladder: &Ladder, now: u64) -> Step {
+    match ladder.stop {
+        Some(_) => Step::Stopping { since: now },
+        None => Step::ForceStopping { since: now },
+    }
+}
+
+/// True while no request of this remediation was accepted yet.
+pub fn nothing_accepted(rem: &Remediation, ladder: &Ladder) -> bool {
+    !rem.issued
+        && std::mem::discriminant(&rem.step) == std::mem::discriminant(&first_step(ladder, 0))
 }
 
 /// The pure transition function of the ladder.
 ///
-/// - Stopping: `Stopped` → start; request not yet accepted → send `stop`; `stop_timeout` past the
-///   accepted stop → forcestop; else wait.
-/// - ForceStopping: `Stopped` → start; not yet accepted → send `forcestop`; still `Running`
-///   `stop_timeout` after the accepted forcestop → [`Next::Failed`]; else wait (a transitional
-///   state may yet end in `Stopped`, which must then be started).
-/// - Starting: `Running` → [`Next::Done`]; `Stopped` → send `start` (again, if a start did not take:
-///   invariant 7 outranks `start_timeout`); otherwise wait. Past `start_timeout` the remediation is
-///   [`overdue`] and reported so, but never abandoned: giving up here could leave stopped an
-///   instance dynwall stopped.
-pub fn advance(rem: &Remediation, power: &PowerState, cfg: &ProbeConfig, now: u64) -> Next {
+/// - Stopping: `Stopped` → start; request not yet accepted → send the stop (unless a task is in
+///   flight); `stop_timeout` past the accepted stop → the force step; else wait.
+/// - ForceStopping: `Stopped` → start; not yet accepted → send the force step; a force step that
+///   leaves the machine running (hard reboot) is done when it runs again; a forced stop still
+///   `Running` `stop_timeout` after it was accepted → [`Next::Failed`]; else wait (a
+///   transitional state may yet end in `Stopped`, which must then be started).
+/// - Starting: `Running` → [`Next::Done`]; `Stopped` → send the start if not accepted yet, or
+///   again once `start_timeout` passed since it was (a new attempt: invariant 7 outranks the
+///   timeout); otherwise wait.
+/// - Waiting past [`deadline`] → [`Next::Stuck`] (a stopped instance is still started).
+pub fn advance(
+    rem: &Remediation,
+    power: &PowerState,
+    ladder: &Ladder,
+    cfg: &ProbeConfig,
+    now: u64,
+) -> Next {
     let elapsed = now.saturating_sub(rem.step.since());
-    match rem.step {
+    let busy = matches!(power, PowerState::Busy(_));
+    let next = match rem.step {
         Step::Stopping { .. } => match power {
             PowerState::Stopped => Next::Advance(Step::Starting { since: now }),
-            _ if !rem.issued => Next::Issue(PowerAction::Stop),
-            _ if elapsed >= secs(cfg.stop_timeout) => {
+            _ if !rem.issued && !busy => Next::Issue(ladder.stop.unwrap_or(ladder.force)),
+            _ if rem.issued && elapsed >= secs(cfg.stop_timeout) => {
                 Next::Advance(Step::ForceStopping { since: now })
             }
             _ => Next::Wait,
         },
         Step::ForceStopping { .. } => match power {
             PowerState::Stopped => Next::Advance(Step::Starting { since: now }),
-            _ if !rem.issued => Next::Issue(PowerAction::ForceStop),
+            _ if busy => Next::Wait,
+            _ if !rem.issued => Next::Issue(ladder.force),
+            PowerState::Running if ladder.force_leaves_running => Next::Done,
             PowerState::Running if elapsed >= secs(cfg.stop_timeout) => Next::Failed(format!(
-                "still Running {} after forcestop",
-                humantime::format_duration(std::time::Duration::from_secs(elapsed))
+                "still Running {} after {}",
+                humantime::format_duration(std::time::Duration::from_secs(elapsed)),
+                ladder.force
             )),
             _ => Next::Wait,
         },
         Step::Starting { .. } => match power {
             PowerState::Running => Next::Done,
-            PowerState::Stopped => Next::Issue(PowerAction::Start),
-            _ if !rem.issued => Next::Issue(PowerAction::Start),
+            PowerState::Stopped if !rem.issued => Next::Issue(ladder.start),
+            PowerState::Stopped if elapsed >= secs(cfg.start_timeout) => Next::Issue(ladder.start),
+            _ if !rem.issued && !busy => Next::Issue(ladder.start),
             _ => Next::Wait,
         },
+    };
+    // Waiting past the deadline ends it; an instance dynwall stopped is still started (the
+    // transitions above come first), whenever the API shows it stopped.
+    if next == Next::Wait && now.saturating_sub(rem.started_at) >= secs(deadline(cfg)) {
+        return Next::Stuck(format!(
+            "the remediation did not finish within {} ({} for {}s, the API reports {power})",
+            humantime::format_duration(deadline(cfg)),
+            rem.step,
+            elapsed
+        ));
     }
+    next
 }
 
 /// True when the current step's request was accepted longer ago than its timeout allows.
@@ -142,30 +124,53 @@ pub fn overdue(rem: &Remediation, cfg: &ProbeConfig, now: u64) -> bool {
     rem.issued && now.saturating_sub(rem.step.since()) >= secs(limit)
 }
 
-/// Begins a remediation: counts it against the budget, marks the incident, enters `Stopping`.
-///
-/// Nothing is sent yet; [`drive`] persists the record and then sends `stop`.
-pub fn begin(rec: &mut InstanceRecord, cfg: &ProbeConfig, now: u64) {
+/// Begins a remediation: counts it against the budget, marks the incident, enters the first
+/// step of `ladder`. Nothing is sent yet: the executor persists the record, then sends.
+pub fn begin(rec: &mut InstanceRecord, cfg: &ProbeConfig, ladder: &Ladder, now: u64) {
     let window = secs(cfg.window);
     rec.actions.retain(|&t| t.saturating_add(window) > now);
     rec.actions.push(now);
     rec.incident_acted = true;
+    rec.last_hold = None;
     rec.remediation = Some(Remediation {
         started_at: now,
-        step: Step::Stopping { since: now },
+        step: first_step(ladder, now),
         issued: false,
     });
 }
 
+/// Cancels a remediation none of whose requests was accepted (the instance answered a probe
+/// meanwhile): it never happened, so its budget entry is refunded.
+pub fn cancel(rec: &mut InstanceRecord) {
+    if let Some(rem) = rec.remediation.take() {
+        if let Some(i) = rec.actions.iter().rposition(|&t| t == rem.started_at) {
+            rec.actions.remove(i);
+        }
+        rec.incident_acted = false;
+    }
+}
+
+/// How a remediation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Running again.
+    Done,
+    /// The ladder could not finish; waits for a success or an operator reset.
+    Failed(String),
+    /// Past its deadline: an operator should look.
+    Stuck(String),
+}
+
 /// Ends a remediation. Success starts grace (unless a probe already succeeded this round) and a
-/// new observation (the incident is over: a restart is judged afresh); failure leaves `incident_acted` set so the instance waits for a
-/// success or an operator reset. Both start the backoff.
-fn finish(rec: &mut InstanceRecord, result: Result<(), String>, cfg: &ProbeConfig, now: u64) {
+/// new observation (the incident is over); failure leaves `incident_acted` set so the instance
+/// waits for a success or an operator reset; stuck marks it for an operator. All start the
+/// backoff.
+pub fn finish(rec: &mut InstanceRecord, outcome: Outcome, cfg: &ProbeConfig, now: u64) {
     rec.remediation = None;
     let n = rec.actions_in_window(cfg, now).max(1);
     rec.backoff_until = Some(now.saturating_add(backoff_delay(cfg, n)));
-    match result {
-        Ok(()) => {
+    match outcome {
+        Outcome::Done => {
             // Grace ends on the first success; one may already have come in this very round.
             rec.grace_until = match rec.last_ok_at {
                 Some(ok) if ok >= now => None,
@@ -174,181 +179,27 @@ fn finish(rec: &mut InstanceRecord, result: Result<(), String>, cfg: &ProbeConfi
             rec.consecutive_failures = 0;
             rec.incident_acted = false;
         }
-        Err(reason) => rec.last_error = Some(format!("remediation failed: {reason}")),
-    }
-}
-
-/// Where a remediation stands after [`drive`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DriveOutcome {
-    /// Still in flight (waiting for the provider, or retrying after an API error).
-    InProgress,
-    /// The instance is `Running` again; grace has begun.
-    Done,
-    /// The ladder could not finish (see [`Next::Failed`]).
-    Failed(String),
-}
-
-/// What [`drive`] did this round.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DriveReport {
-    /// Power requests the provider accepted, in order.
-    pub issued: Vec<PowerAction>,
-    pub outcome: DriveOutcome,
-    /// A power request failed; it is sent again next round.
-    pub api_error: Option<String>,
-    /// The current step's request was accepted longer ago than its timeout.
-    pub overdue: bool,
-}
-
-/// Upper bound on steps taken in one call (advance, then issue: at most two are ever needed).
-const MAX_STEPS_PER_ROUND: usize = 4;
-
-/// Executes the remediation in `rec` as far as this round's power `state` allows.
-///
-/// Contract:
-/// - `state` is the instance's power state from this round's instance list; `None` (API error,
-///   not listed) waits for the next round.
-/// - Before every power request the record (with the step about to be taken) goes through
-///   `persist`; if that fails, nothing is sent and the error is returned. After an accepted
-///   request the record is persisted again with `issued = true`.
-/// - At most one power request is sent per call: the state it was decided on is then stale.
-/// - A provider error is logged and reported in [`DriveReport::api_error`]; the step stays
-///   un-issued, so the same request is sent next round. A remediation is never abandoned for an
-///   API error.
-/// - Does nothing when `rec` has no remediation.
-pub async fn drive<E>(
-    power: &dyn Power,
-    id: &InstanceId,
-    rec: &mut InstanceRecord,
-    state: Option<&PowerState>,
-    cfg: &ProbeConfig,
-    now: u64,
-    persist: &mut (dyn FnMut(&InstanceRecord) -> Result<(), E> + Send),
-) -> Result<DriveReport, E> {
-    let mut report = DriveReport {
-        issued: Vec::new(),
-        outcome: DriveOutcome::InProgress,
-        api_error: None,
-        overdue: false,
-    };
-    for _ in 0..MAX_STEPS_PER_ROUND {
-        let Some(rem) = rec.remediation.clone() else {
-            break;
-        };
-        let Some(state) = state else {
-            tracing::warn!(
-                instance = %id,
-                step = %rem.step,
-                "instance {id}: power state unknown this round; remediation ({}) resumes next round",
-                rem.step
-            );
-            break;
-        };
-        match advance(&rem, state, cfg, now) {
-            Next::Wait => {
-                report.overdue = overdue(&rem, cfg, now);
-                if report.overdue {
-                    tracing::warn!(
-                        instance = %id,
-                        step = %rem.step,
-                        power = %state,
-                        "instance {id}: {} for {}s and the API still reports {state}; \
-                         still waiting (dynwall finishes what it started)",
-                        rem.step,
-                        now.saturating_sub(rem.step.since())
-                    );
-                }
-                break;
-            }
-            Next::Advance(step) => {
-                match step {
-                    Step::Starting { .. } => {
-                        tracing::info!(instance = %id, "instance {id}: stopped; starting it");
-                    }
-                    Step::ForceStopping { .. } => tracing::warn!(
-                        instance = %id,
-                        power = %state,
-                        "instance {id}: not stopped {}s after stop (API reports {state}); \
-                         forcing it off",
-                        now.saturating_sub(rem.step.since())
-                    ),
-                    Step::Stopping { .. } => {}
-                }
-                rec.remediation = Some(Remediation {
-                    step,
-                    issued: false,
-                    ..rem
-                });
-            }
-            Next::Issue(action) => {
-                // The step is on disk before the provider hears of it (invariant 7).
-                persist(rec)?;
-                match power.power(id, action).await {
-                    Ok(outcome) => {
-                        if let Some(r) = rec.remediation.as_mut() {
-                            if !r.issued {
-                                r.step = r.step.at(now);
-                            }
-                            r.issued = true;
-                        }
-                        persist(rec)?;
-                        report.issued.push(action);
-                        tracing::debug!(
-                            instance = %id,
-                            %action,
-                            already = outcome == PowerOutcome::AlreadyInState,
-                            "instance {id}: {action} accepted"
-                        );
-                    }
-                    Err(e) => {
-                        if e.is_transient() {
-                            tracing::warn!(instance = %id, %action, error = %e,
-                                "instance {id}: {action} failed: {e}; retrying next round");
-                        } else {
-                            tracing::error!(instance = %id, %action, error = %e,
-                                "instance {id}: {action} refused: {e}; retrying next round");
-                        }
-                        report.api_error = Some(e.to_string());
-                    }
-                }
-                break;
-            }
-            Next::Done => {
-                finish(rec, Ok(()), cfg, now);
-                persist(rec)?;
-                tracing::info!(
-                    instance = %id,
-                    took_secs = now.saturating_sub(rem.started_at),
-                    "instance {id}: running again after {}s; grace {}",
-                    now.saturating_sub(rem.started_at),
-                    humantime::format_duration(cfg.grace)
-                );
-                report.outcome = DriveOutcome::Done;
-                break;
-            }
-            Next::Failed(reason) => {
-                finish(rec, Err(reason.clone()), cfg, now);
-                persist(rec)?;
-                tracing::error!(
-                    instance = %id,
-                    reason = %reason,
-                    "instance {id}: remediation failed: {reason}; no further action until it \
-                     answers a probe or the operator resets it"
-                );
-                report.outcome = DriveOutcome::Failed(reason);
-                break;
-            }
+        Outcome::Failed(reason) => rec.last_error = Some(format!("remediation failed: {reason}")),
+        Outcome::Stuck(reason) => {
+            rec.last_error = Some(format!("remediation abandoned: {reason}"));
+            rec.needs_operator = Some(reason);
         }
     }
-    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::testkit::{cfg, FakePower, Script};
+    use crate::probe::testkit::cfg;
     use PowerState::{Running, Stopped};
+
+    const LADDER: Ladder = Ladder::STOP_FORCESTOP_START;
+    const REBOOT: Ladder = Ladder {
+        stop: None,
+        force: PowerAction::Reboot,
+        force_leaves_running: true,
+        start: PowerAction::Start,
+    };
 
     fn rem(step: Step, issued: bool) -> Remediation {
         Remediation {
@@ -362,6 +213,10 @@ mod tests {
         PowerState::Other("Stopping".into())
     }
 
+    fn busy() -> PowerState {
+        PowerState::Busy("powering-off".into())
+    }
+
     #[test]
     fn advance_table() {
         let c = cfg(); // stop_timeout = start_timeout = 300 s
@@ -372,8 +227,10 @@ mod tests {
         let table: Vec<(Step, bool, PowerState, u64, Next)> = vec![
             // Stopping
             (stopping, false, Running, 1_000, Issue(PowerAction::Stop)),
-            (stopping, false, Running, 9_999, Issue(PowerAction::Stop)),
+            (stopping, false, Running, 1_999, Issue(PowerAction::Stop)),
+            (stopping, false, busy(), 1_000, Wait),
             (stopping, true, Running, 1_299, Wait),
+            (stopping, true, Running, 1_100, Wait),
             (stopping, true, transitional(), 1_100, Wait),
             (
                 stopping,
@@ -385,7 +242,7 @@ mod tests {
             (
                 stopping,
                 true,
-                transitional(),
+                busy(),
                 1_400,
                 Advance(Step::ForceStopping { since: 1_400 }),
             ),
@@ -411,6 +268,7 @@ mod tests {
                 1_000,
                 Issue(PowerAction::ForceStop),
             ),
+            (forcing, false, busy(), 1_000, Wait),
             (forcing, true, Running, 1_299, Wait),
             (
                 forcing,
@@ -419,15 +277,16 @@ mod tests {
                 1_050,
                 Advance(Step::Starting { since: 1_050 }),
             ),
-            (forcing, true, transitional(), 5_000, Wait),
-            // Starting
+            (forcing, true, transitional(), 2_000, Wait),
+            // Starting: an accepted start is not sent again before start_timeout
             (starting, false, Stopped, 1_000, Issue(PowerAction::Start)),
-            (starting, true, Stopped, 1_030, Issue(PowerAction::Start)),
-            (starting, true, Stopped, 9_000, Issue(PowerAction::Start)),
+            (starting, true, Stopped, 1_020, Wait),
+            (starting, true, Stopped, 1_299, Wait),
+            (starting, true, Stopped, 1_300, Issue(PowerAction::Start)),
             (starting, false, Running, 1_000, Done),
             (starting, true, Running, 1_030, Done),
             (starting, true, transitional(), 1_100, Wait),
-            (starting, true, transitional(), 9_000, Wait),
+            (starting, false, busy(), 1_100, Wait),
             (
                 starting,
                 false,
@@ -438,13 +297,62 @@ mod tests {
         ];
         for (step, issued, power, now, want) in table {
             assert_eq!(
-                advance(&rem(step, issued), &power, &c, now),
+                advance(&rem(step, issued), &power, &LADDER, &c, now),
                 want,
                 "{step:?} issued={issued} {power:?} at {now}"
             );
         }
-        let failed = advance(&rem(forcing, true), &Running, &c, 1_300);
+        let failed = advance(&rem(forcing, true), &Running, &LADDER, &c, 1_300);
         assert!(matches!(failed, Failed(r) if r.contains("still Running")));
+    }
+
+    #[test]
+    fn a_hard_reboot_ladder_is_one_step_that_ends_running() {
+        let c = cfg();
+        let mut rec = InstanceRecord::default();
+        begin(&mut rec, &c, &REBOOT, 1_000);
+        let r = rec.remediation.clone().unwrap();
+        assert_eq!(r.step, Step::ForceStopping { since: 1_000 });
+        assert!(nothing_accepted(&r, &REBOOT));
+        assert_eq!(
+            advance(&r, &Running, &REBOOT, &c, 1_000),
+            Next::Issue(PowerAction::Reboot)
+        );
+        let issued = Remediation { issued: true, ..r };
+        assert!(!nothing_accepted(&issued, &REBOOT));
+        assert_eq!(advance(&issued, &busy(), &REBOOT, &c, 1_020), Next::Wait);
+        assert_eq!(advance(&issued, &Running, &REBOOT, &c, 1_040), Next::Done);
+    }
+
+    #[test]
+    fn past_the_overall_deadline_a_remediation_is_stuck_unless_it_is_done() {
+        let c = cfg(); // deadline: 2 × (300 + 300 + 300) = 1800 s
+        assert_eq!(deadline(&c), Duration::from_secs(1_800));
+        let starting = rem(Step::Starting { since: 2_000 }, true);
+        assert!(matches!(
+            advance(&starting, &transitional(), &LADDER, &c, 2_800),
+            Next::Stuck(_)
+        ));
+        assert_eq!(advance(&starting, &Running, &LADDER, &c, 2_800), Next::Done);
+        assert_eq!(
+            advance(&starting, &transitional(), &LADDER, &c, 2_799),
+            Next::Wait
+        );
+    }
+
+    #[test]
+    fn a_remediation_nothing_accepted_of_is_cancelled_and_refunded() {
+        let c = cfg();
+        let mut rec = InstanceRecord::default();
+        begin(&mut rec, &c, &LADDER, 1_000);
+        assert!(nothing_accepted(rec.remediation.as_ref().unwrap(), &LADDER));
+        cancel(&mut rec);
+        assert!(rec.remediation.is_none());
+        assert!(rec.actions.is_empty());
+        assert!(!rec.incident_acted);
+        // After a stop was accepted, the force step counts as something accepted.
+        let forced = rem(Step::ForceStopping { since: 1_300 }, false);
+        assert!(!nothing_accepted(&forced, &LADDER));
     }
 
     #[test]
@@ -457,127 +365,8 @@ mod tests {
     }
 
     #[test]
-    fn steps_serialise_with_a_readable_tag() {
-        let r = rem(Step::Starting { since: 5 }, true);
-        let text = serde_json::to_string(&r).unwrap();
-        assert!(text.contains(r#""step":"starting""#), "{text}");
-        assert_eq!(serde_json::from_str::<Remediation>(&text).unwrap(), r);
-        let old: Remediation =
-            serde_json::from_str(r#"{"started_at":1,"step":{"step":"stopping","since":2}}"#)
-                .unwrap();
-        assert!(!old.issued);
-    }
-
-    /// Everything drive() persisted, plus the power calls, in one ordered log.
-    #[derive(Debug, PartialEq)]
-    enum Event {
-        Saved(Option<Step>, bool),
-        Call(PowerAction),
-    }
-
-    #[tokio::test]
-    async fn the_step_is_persisted_before_the_request_and_a_failed_write_sends_nothing() {
+    fn finishing_sets_grace_backoff_or_the_operator_mark() {
         let c = cfg();
-        let id = c.instance.clone();
-        let power = FakePower::new(&[(&id.0, Running)], Script::default());
-        let mut rec = InstanceRecord::default();
-        begin(&mut rec, &c, 1_000);
-        let log = power.calls.clone();
-        let mut events: Vec<Event> = Vec::new();
-        let mut persist = |r: &InstanceRecord| -> Result<(), String> {
-            for (_, a) in log.lock().unwrap().iter() {
-                if !events.contains(&Event::Call(*a)) {
-                    events.push(Event::Call(*a));
-                }
-            }
-            let rem = r.remediation.as_ref();
-            events.push(Event::Saved(
-                rem.map(|m| m.step),
-                rem.is_some_and(|m| m.issued),
-            ));
-            Ok(())
-        };
-        let rep = drive(
-            &power,
-            &id,
-            &mut rec,
-            Some(&Running),
-            &c,
-            1_000,
-            &mut persist,
-        )
-        .await
-        .unwrap();
-        assert_eq!(rep.issued, vec![PowerAction::Stop]);
-        let stopping = Some(Step::Stopping { since: 1_000 });
-        assert_eq!(
-            events,
-            vec![
-                Event::Saved(stopping, false),
-                Event::Call(PowerAction::Stop),
-                Event::Saved(stopping, true),
-            ]
-        );
-
-        // A state write that fails stops everything before the provider is asked.
-        let power = FakePower::new(&[(&id.0, Running)], Script::default());
-        let mut rec = InstanceRecord::default();
-        begin(&mut rec, &c, 1_000);
-        let mut broken = |_: &InstanceRecord| -> Result<(), String> { Err("disk full".into()) };
-        let err = drive(
-            &power,
-            &id,
-            &mut rec,
-            Some(&Running),
-            &c,
-            1_000,
-            &mut broken,
-        )
-        .await;
-        assert_eq!(err, Err("disk full".to_string()));
-        assert!(power.calls().is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_api_error_keeps_the_step_and_the_request_is_sent_again_next_round() {
-        let c = cfg();
-        let id = c.instance.clone();
-        let power = FakePower::new(
-            &[(&id.0, Running)],
-            Script {
-                fail_calls: 1,
-                ..Script::default()
-            },
-        );
-        let mut rec = InstanceRecord::default();
-        begin(&mut rec, &c, 1_000);
-        let mut ok = |_: &InstanceRecord| -> Result<(), String> { Ok(()) };
-        let rep = drive(&power, &id, &mut rec, Some(&Running), &c, 1_000, &mut ok)
-            .await
-            .unwrap();
-        assert!(rep.api_error.is_some());
-        assert!(rep.issued.is_empty());
-        assert_eq!(
-            rec.remediation.as_ref().map(|r| r.issued),
-            Some(false),
-            "not accepted: still to send"
-        );
-        // Accepted late: the stop timeout counts from the accepted request, not the first try.
-        let rep = drive(&power, &id, &mut rec, Some(&Running), &c, 1_200, &mut ok)
-            .await
-            .unwrap();
-        assert_eq!(rep.issued, vec![PowerAction::Stop]);
-        assert_eq!(
-            rec.remediation.as_ref().map(|r| r.step),
-            Some(Step::Stopping { since: 1_200 })
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_power_state_waits_and_completion_sets_grace_and_backoff() {
-        let c = cfg();
-        let id = c.instance.clone();
-        let power = FakePower::new(&[(&id.0, Running)], Script::default());
         let mut rec = InstanceRecord {
             remediation: Some(rem(Step::Starting { since: 1_000 }, true)),
             actions: vec![1_000],
@@ -585,46 +374,21 @@ mod tests {
             consecutive_failures: 7,
             ..InstanceRecord::default()
         };
-        let mut ok = |_: &InstanceRecord| -> Result<(), String> { Ok(()) };
-        let rep = drive(&power, &id, &mut rec, None, &c, 1_030, &mut ok)
-            .await
-            .unwrap();
-        assert_eq!(rep.outcome, DriveOutcome::InProgress);
-        assert!(rec.remediation.is_some());
-        let rep = drive(&power, &id, &mut rec, Some(&Running), &c, 1_060, &mut ok)
-            .await
-            .unwrap();
-        assert_eq!(rep.outcome, DriveOutcome::Done);
-        assert!(power.calls().is_empty());
+        finish(&mut rec, Outcome::Done, &c, 1_060);
         assert_eq!(rec.remediation, None);
         assert_eq!(rec.grace_until, Some(1_360));
         assert_eq!(rec.backoff_until, Some(1_060 + 600));
         assert_eq!(rec.consecutive_failures, 0);
         assert!(!rec.incident_acted);
-    }
-
-    #[tokio::test]
-    async fn a_forcestop_that_does_not_take_fails_and_leaves_the_incident_marked() {
-        let c = cfg();
-        let id = c.instance.clone();
-        let power = FakePower::new(&[(&id.0, Running)], Script::default());
         let mut rec = InstanceRecord {
+            remediation: Some(rem(Step::Starting { since: 1_000 }, true)),
             actions: vec![1_000],
             incident_acted: true,
-            remediation: Some(rem(Step::ForceStopping { since: 1_300 }, true)),
             ..InstanceRecord::default()
         };
-        let mut ok = |_: &InstanceRecord| -> Result<(), String> { Ok(()) };
-        let rep = drive(&power, &id, &mut rec, Some(&Running), &c, 1_600, &mut ok)
-            .await
-            .unwrap();
-        assert!(matches!(rep.outcome, DriveOutcome::Failed(_)));
-        assert_eq!(rec.remediation, None);
+        finish(&mut rec, Outcome::Stuck("gone".into()), &c, 3_000);
+        assert_eq!(rec.needs_operator.as_deref(), Some("gone"));
         assert!(rec.incident_acted);
-        assert!(rec
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("remediation failed")));
         assert_eq!(rec.grace_until, None);
     }
 }

@@ -1,66 +1,138 @@
 //! Cloud provider contracts: what sync and probe need from a cloud, and nothing more.
 //!
-//! Sync and probe code talk only to the [`Firewall`] and [`Power`] traits and the plain data types in
-//! this module. A provider (Indigo today, OpenStack later) maps its own wire format onto them, so a new
-//! provider never touches the sync or probe logic.
+//! The engine talks only to [`Provider`] ([`Firewalls`] + [`Power`]) and the plain data types
+//! here. A provider maps its own API onto them:
+//!
+//! - **Firewalls**: [`Firewalls::read_firewall`] reads one firewall and *classifies* it: the rules
+//!   dynwall owns under the entry's protocol/port/family (each with a [`RuleHandle`]), and a
+//!   normalised line for every other rule. The pure planner ([`crate::sync::plan`]) turns the
+//!   owned rules into a [`Plan`] (keep / add / remove); [`Firewalls::apply`] carries it out the
+//!   provider's way: Indigo in one wholesale update (the full template and the instance list,
+//!   after its "instances must exist" preflight); a per-rule API creates first, then deletes.
+//! - **Power**: a [`PowerState`] may be [`PowerState::Busy`] (a task in flight: send nothing);
+//!   the remediation [`Ladder`] and the poll interval come from the provider.
+//! - The request policy (quota, retries, tokens) lives in [`http`] and [`token`], shared by all.
 
+pub mod error;
+pub mod http;
 pub mod indigo;
 pub mod openstack;
+pub mod token;
 
-pub use crate::ids::{FirewallId, InstanceId};
+pub use crate::ids::{CloudName, FirewallId, InstanceId};
+pub use error::ProviderError;
 
+use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// Traffic direction of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
+use crate::config::{FirewallConfig, ProbeConfig};
+use crate::net::IpNet;
 
-/// One firewall rule, in the provider-neutral shape sync reasons about.
-///
-/// All fields are kept exactly as the provider reported them, so that rules dynwall does not own are
-/// written back byte-for-byte.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Rule {
-    /// Rule type (`Custom`, `HTTP`, `All TCP`, …).
-    pub kind: String,
-    /// `TCP`, `UDP`, `ICMP`.
-    pub protocol: String,
-    /// `"22"`, `"1-65535"`, `"All Ports"`, `""` (ICMP).
-    pub port: String,
-    /// Address or CIDR as the provider spells it (`"198.51.100.23"`, `"0.0.0.0/0"`).
-    pub source: String,
-}
+/// A provider's handle on one rule it reported: meaningful only together with the snapshot it
+/// came from (Indigo: the rule's position in the template as read; a per-rule API: its id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleHandle(pub String);
 
-/// The full rule set of one firewall, both directions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuleSet {
-    pub inbound: Vec<Rule>,
-    pub outbound: Vec<Rule>,
-}
-
-/// A firewall as read from the provider.
+/// What an owned rule admits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FirewallState {
+pub enum OwnedSource {
+    /// An address or network.
+    Net(IpNet),
+    /// A source dynwall cannot read (empty, garbage): always removed.
+    Unreadable(String),
+}
+
+impl fmt::Display for OwnedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OwnedSource::Net(n) => write!(f, "{n}"),
+            OwnedSource::Unreadable(s) if s.is_empty() => f.write_str("(empty source)"),
+            OwnedSource::Unreadable(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// One rule dynwall owns, as the provider classified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedRule {
+    pub handle: RuleHandle,
+    pub source: OwnedSource,
+}
+
+/// Provider-private data a snapshot carries for [`Firewalls::apply`] (Indigo: the template as
+/// read). Opaque to everyone else.
+#[derive(Clone)]
+pub struct Private(pub Arc<dyn Any + Send + Sync>);
+
+impl fmt::Debug for Private {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Private(..)")
+    }
+}
+
+/// A firewall as read and classified by its provider.
+#[derive(Clone, Debug)]
+pub struct FirewallSnapshot {
     pub id: FirewallId,
-    /// Display name; `None` when the provider could not tell (an Indigo template without rules).
+    /// Display name, when the provider reports one.
     pub name: Option<String>,
-    pub rules: RuleSet,
+    /// The rules dynwall owns under the entry.
+    pub owned: Vec<OwnedRule>,
+    /// Every other rule, one normalised line each: written back (or left) unchanged, compared
+    /// before and after a write, counted by `check`.
+    pub others: Vec<String>,
+    /// Rules in each direction, for `check` (inbound/ingress, outbound/egress).
+    pub inbound: usize,
+    pub outbound: usize,
+    /// Why the provider could not write this firewall back exactly, if so (a foreign rule it
+    /// cannot carry over as it was): a change is then refused, naming the rule.
+    pub unwritable: Option<String>,
+    /// What [`Firewalls::apply`] needs of the read.
+    pub private: Private,
 }
 
-/// What dynwall writes: the complete new rule set and the instances the firewall is assigned to.
+/// The change of one firewall's owned rules, planned by [`crate::sync::plan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FirewallWrite {
-    pub id: FirewallId,
-    pub rules: RuleSet,
-    /// Every instance the firewall must stay assigned to (Indigo replaces assignments on update).
-    pub instances: Vec<InstanceId>,
+pub struct Plan {
+    /// Owned rules that stay (their source is wanted).
+    pub keep: Vec<OwnedRule>,
+    /// Sources to add, one rule each.
+    pub add: Vec<IpNet>,
+    /// Owned rules to remove (stale address, duplicate, wildcard, unreadable).
+    pub remove: Vec<OwnedRule>,
+}
+
+impl Plan {
+    /// True when the firewall already holds exactly the wanted owned rules.
+    pub fn is_noop(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// The sources the firewall holds once the plan is applied.
+    pub fn wanted(&self) -> BTreeSet<IpNet> {
+        self.keep
+            .iter()
+            .filter_map(|r| match r.source {
+                OwnedSource::Net(n) => Some(n),
+                OwnedSource::Unreadable(_) => None,
+            })
+            .chain(self.add.iter().copied())
+            .collect()
+    }
+}
+
+/// What a provider remembers about its cloud between runs; the engine persists it per cloud and
+/// drops what is too old before handing it over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudFacts {
+    /// Instance ids confirmed to exist (Indigo's write preflight; `None`: not known, ask).
+    pub instances: Option<BTreeSet<InstanceId>>,
 }
 
 /// Power state as the provider reports it.
@@ -68,7 +140,9 @@ pub struct FirewallWrite {
 pub enum PowerState {
     Running,
     Stopped,
-    /// Anything else ("OS installation In Progress", stopping, …): left alone until it settles.
+    /// A task is in flight (Nova's `task_state`): nothing is sent until it settles.
+    Busy(String),
+    /// Anything else ("OS installation In Progress", error states): left alone.
     Other(String),
 }
 
@@ -77,6 +151,7 @@ impl fmt::Display for PowerState {
         match self {
             PowerState::Running => f.write_str("Running"),
             PowerState::Stopped => f.write_str("Stopped"),
+            PowerState::Busy(s) => write!(f, "busy ({s})"),
             PowerState::Other(s) => f.write_str(s),
         }
     }
@@ -90,6 +165,9 @@ pub struct Instance {
     pub power: PowerState,
     /// Primary address, when the provider reports one.
     pub ip: Option<IpAddr>,
+    /// Firewalls the provider says the instance belongs to (OpenStack: its security groups);
+    /// empty when the provider cannot tell (Indigo: the config's `instances` lists say it).
+    pub firewalls: Vec<FirewallId>,
 }
 
 /// Power operations the prober may request.
@@ -98,7 +176,10 @@ pub struct Instance {
 pub enum PowerAction {
     Start,
     Stop,
+    /// Cut the power (Indigo `forcestop`).
     ForceStop,
+    /// A hard reboot (Nova `reboot HARD`; Indigo `reset`): leaves the machine running.
+    Reboot,
 }
 
 impl PowerAction {
@@ -107,6 +188,7 @@ impl PowerAction {
             PowerAction::Start => "start",
             PowerAction::Stop => "stop",
             PowerAction::ForceStop => "forcestop",
+            PowerAction::Reboot => "reboot",
         }
     }
 }
@@ -122,88 +204,52 @@ impl fmt::Display for PowerAction {
 pub enum PowerOutcome {
     /// The request was accepted and the transition has started.
     Accepted,
-    /// The instance already was in the requested state (Indigo I10016/I10017): progress, not an error.
+    /// The instance already was in the requested state (Indigo I10016/I10017): progress.
     AlreadyInState,
 }
 
-/// Errors of the provider layer, classified so callers never match on messages.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// Network failure or timeout talking to `op`.
-    #[error("{op}: {source}")]
-    Transport {
-        op: &'static str,
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The API answered a status that a retry may cure (5xx, 408).
-    #[error("{op}: HTTP {status}")]
-    Unavailable { op: &'static str, status: u16 },
-    /// The API quota did not reset in time.
-    #[error("{op}: API quota exhausted; it did not reset within {waited:?}")]
-    Quota { op: &'static str, waited: Duration },
-    /// Credentials were refused.
-    #[error("{op}: credentials rejected (HTTP {status})")]
-    Auth { op: &'static str, status: u16 },
-    /// A business error from the API (`errorCode`/`errorMessage`).
-    #[error("{op}: API error {code}: {message} (HTTP {status})")]
-    Api {
-        op: &'static str,
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// The answer could not be understood; nothing was acted on.
-    #[error("{op}: unexpected answer: {reason}")]
-    Malformed { op: &'static str, reason: String },
-    /// A referenced object does not exist.
-    #[error("{op}: {what} does not exist")]
-    NotFound { op: &'static str, what: String },
-    /// The request was abandoned because dynwall is shutting down.
-    #[error("{op}: cancelled")]
-    Cancelled { op: &'static str },
+/// The remediation ladder of one cloud: a graceful stop, a forced step when the stop does not
+/// complete within `stop_timeout`, then a start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ladder {
+    /// The graceful first step; `None` goes straight to the force step (one hard reboot).
+    pub stop: Option<PowerAction>,
+    /// The force step (Indigo `forcestop`; Nova `reboot HARD`).
+    pub force: PowerAction,
+    /// True when the force step leaves the machine running (a hard reboot): no start follows.
+    pub force_leaves_running: bool,
+    pub start: PowerAction,
 }
 
-impl ProviderError {
-    /// True when the same request may succeed later without any change on our side.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ProviderError::Transport { .. }
-                | ProviderError::Unavailable { .. }
-                | ProviderError::Quota { .. }
-        )
-    }
-
-    /// True when the provider refused our credentials.
-    pub fn is_auth(&self) -> bool {
-        matches!(self, ProviderError::Auth { .. })
-    }
-
-    /// True when the failure is the API quota.
-    pub fn is_quota(&self) -> bool {
-        matches!(self, ProviderError::Quota { .. })
-    }
+impl Ladder {
+    /// stop → forcestop → start.
+    pub const STOP_FORCESTOP_START: Ladder = Ladder {
+        stop: Some(PowerAction::Stop),
+        force: PowerAction::ForceStop,
+        force_leaves_running: false,
+        start: PowerAction::Start,
+    };
 }
 
-/// Reading and writing firewall rules.
+/// Reading firewalls and carrying out plans.
 ///
-/// Implementations retry transient failures themselves (bounded) and respect the provider's rate
-/// limits; every method is cancel-safe in the sense that dropping the future leaves nothing half-done
-/// on our side (a write that reached the provider may still have happened, which the next read shows).
+/// Implementations retry transient failures themselves (bounded) and respect the cloud's rate
+/// limits. Dropping a future leaves nothing half-done on our side: a write that reached the
+/// provider may still have happened, which the next read shows.
 #[async_trait]
-pub trait Firewall: Send + Sync {
-    /// Reads the current rules of one firewall.
-    async fn read_firewall(&self, id: &FirewallId) -> Result<FirewallState, ProviderError>;
+pub trait Firewalls: Send + Sync {
+    /// Reads the firewall of `fw` and classifies its rules.
+    async fn read_firewall(&self, fw: &FirewallConfig) -> Result<FirewallSnapshot, ProviderError>;
 
-    /// Replaces the rules of a firewall with `write.rules` and its assignments with `write.instances`.
-    ///
-    /// `current` is the state the write was planned from; providers without a wholesale update
-    /// (OpenStack) use it to create new rules before deleting old ones.
-    async fn write_firewall(
+    /// Carries out a non-empty `plan` computed from `current` (a snapshot this provider read for
+    /// `fw`). `facts` are this cloud's remembered facts (the provider may use and update them).
+    /// Refuses (changing nothing) when `current.unwritable` is set.
+    async fn apply(
         &self,
-        current: &FirewallState,
-        write: &FirewallWrite,
+        fw: &FirewallConfig,
+        current: &FirewallSnapshot,
+        plan: &Plan,
+        facts: &mut CloudFacts,
     ) -> Result<(), ProviderError>;
 }
 
@@ -219,9 +265,23 @@ pub trait Power: Send + Sync {
         id: &InstanceId,
         action: PowerAction,
     ) -> Result<PowerOutcome, ProviderError>;
+
+    /// The remediation ladder for the instance of `probe`.
+    fn ladder(&self, probe: &ProbeConfig) -> Ladder;
+
+    /// How often an instance with a remediation in flight is polled.
+    fn poll_interval(&self) -> Duration;
 }
 
-/// A provider offers both capabilities.
-pub trait Provider: Firewall + Power {}
+/// A cloud: both capabilities, and what the engine needs to plan its time.
+pub trait Provider: Firewalls + Power {
+    /// How long a request made now would wait for the rate limit.
+    fn queue_delay(&self) -> Duration;
 
-impl<T: Firewall + Power> Provider for T {}
+    /// The time one request takes on average under the cloud's quota (Indigo: a window's length
+    /// divided by the requests it allows), for deadlines derived from the work.
+    fn pace(&self) -> Duration;
+
+    /// The longest one request can legitimately take, waits and retries included.
+    fn call_bound(&self) -> Duration;
+}

@@ -185,6 +185,36 @@ pub fn spawn_daemon(config: &Path, env: &[(&str, &str)]) -> Child {
     c.spawn().expect("daemon starts")
 }
 
+/// A world whose instances answer SSH on loopback (fast power transitions); our connections
+/// come from `OLD_IP`.
+pub async fn ssh_world(builder: SimBuilder) -> World {
+    let w = World::with(
+        builder
+            .ssh_endpoints(true)
+            .power_delays(Duration::from_millis(300), Duration::from_millis(300)),
+        2,
+    )
+    .await;
+    w.sim.set_client_ip(OLD_IP);
+    w
+}
+
+/// SIGTERM to a daemon started by [`spawn_daemon`]; what it logged. It must stop within 5 s.
+pub async fn stop_daemon(mut daemon: Child) -> String {
+    signal(&daemon, "TERM").await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = daemon.wait().await;
+        let mut err = String::new();
+        if let Some(mut e) = daemon.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut err).await;
+        }
+        err
+    })
+    .await
+    .expect("daemon stops")
+}
+
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -39,8 +39,8 @@ mod testing;
 
 pub use echo::{IpEcho, DEFAULT_IP};
 pub use indigo::{
-    AbsentInstances, CallRecord, Endpoint, IndigoSim, PowerState, SimBuilder, SimInstance, SimRule,
-    SimTemplate,
+    AbsentInstances, BadToken, CallRecord, Endpoint, IndigoSim, PowerState, SimBuilder,
+    SimInstance, SimRule, SimTemplate, StopCodeKey,
 };
 pub use openstack::OpenStackSim;
 pub use receiver::{NotifyReceiver, Received};

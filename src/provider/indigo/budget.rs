@@ -2,10 +2,19 @@
 //!
 //! Indigo allows about 6 requests a minute per key (reported in `X-Quota-Allowed`, window ~60 s)
 //! and has a spike arrest of 2 requests a second. The budget keeps a sliding window of send times
-//! and a minimum gap between requests; quota headers adjust it. Pure: callers pass the time in.
+//! and a minimum gap between requests; quota headers adjust it. [`Budget`] is pure (callers pass
+//! the time in); [`IndigoQuota`] plugs it into the shared HTTP layer as its rate limit.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use tokio::time::Instant;
+
+use crate::provider::error::whole_seconds;
+use crate::provider::http::{RateLimit, Throttle};
 
 /// Requests per window when the API has not told us otherwise.
 pub const DEFAULT_ALLOWED: u32 = 6;
@@ -14,8 +23,13 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 /// Spike arrest allows 2 requests per second; 500 ms plus a small margin for network jitter
 /// between our send time and the gateway's arrival time.
 pub const MIN_GAP: Duration = Duration::from_millis(520);
-/// Longest we believe an `X-Quota-Reset` that lies in the future (guards against clock skew).
+/// Longest we believe an `X-Quota-Reset` that lies in the future (guards against clock skew);
+/// a request that would wait longer than a window fails at once instead.
 pub const MAX_RESET_WAIT: Duration = Duration::from_secs(120);
+/// Extra wait past `X-Quota-Reset` so we do not arrive a hair before the gateway resets.
+pub const RESET_MARGIN: Duration = Duration::from_millis(250);
+/// Wait after a 429 that carries no exhausted quota (spike arrest: 2 requests a second).
+pub const SPIKE_WAIT: Duration = Duration::from_secs(1);
 
 /// What the quota headers of one answer said.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,19 +112,30 @@ impl Budget {
         ready.saturating_duration_since(now)
     }
 
-    /// Records that a request was sent at `now`.
+    /// Books the next slot at or after `now` and returns it: the caller sends then. Booking at
+    /// once means two concurrent callers never get the same slot.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let at = now + self.wait_time(now);
+        self.record(at);
+        at
+    }
+
+    /// Records that a request was sent (or booked) at `now`.
     pub fn record(&mut self, now: Instant) {
+        if let Some(q) = self.server {
+            if now >= q.reset_at {
+                // The gateway's window reset: what was sent before belongs to the old one.
+                self.sent.retain(|t| *t >= q.reset_at);
+                self.server = None;
+            }
+        }
         self.sent.push_back(now);
         // Never hold more history than the window can use.
         while self.sent.len() > self.allowed as usize + 1 {
             self.sent.pop_front();
         }
         if let Some(q) = self.server.as_mut() {
-            if now < q.reset_at {
-                q.available = q.available.saturating_sub(1);
-            } else {
-                self.server = None;
-            }
+            q.available = q.available.saturating_sub(1);
         }
     }
 
@@ -125,6 +150,11 @@ impl Budget {
                     available,
                     reset_at: now + reset_in.min(MAX_RESET_WAIT),
                 });
+                // Requests booked after this answer was sent are not in its count yet.
+                let booked = self.sent.iter().filter(|t| **t > now).count();
+                if let Some(q) = self.server.as_mut() {
+                    q.available = q.available.saturating_sub(booked as u32);
+                }
             }
             // Exhausted but no reset time: assume a whole window.
             (Some(0), None) => {
@@ -140,6 +170,97 @@ impl Budget {
     /// The assumed window length (the longest a quota wait should take).
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// Why the next request waits at `now`, for the log.
+    fn reason(&self, now: Instant) -> String {
+        match self.server {
+            Some(q) if now < q.reset_at && q.available == 0 => {
+                "the API quota is used up until it resets".to_string()
+            }
+            _ => format!(
+                "{} requests per {} allowed",
+                self.allowed,
+                whole_seconds(self.window)
+            ),
+        }
+    }
+}
+
+/// Parses the quota headers of an answer; `now` turns the absolute `X-Quota-Reset` (epoch ms)
+/// into a delay.
+pub fn quota_headers(h: &HeaderMap, now: SystemTime) -> QuotaHeaders {
+    let num = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
+    let reset_in = num("x-quota-reset").map(|reset_ms| {
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Duration::from_millis(reset_ms.saturating_sub(now_ms))
+    });
+    QuotaHeaders {
+        allowed: num("x-quota-allowed").map(|v| v.min(u64::from(u32::MAX)) as u32),
+        available: num("x-quota-available").map(|v| v.min(u64::from(u32::MAX)) as u32),
+        reset_in,
+    }
+}
+
+/// What to do after a 429 with these quota headers. Pure.
+pub fn after_429(q: QuotaHeaders, window: Duration) -> Throttle {
+    match (q.available, q.reset_in) {
+        (Some(0), Some(reset)) if reset > window + RESET_MARGIN => Throttle::GiveUp(format!(
+            "the gateway says it resets only in {}, more than one window ({})",
+            whole_seconds(reset),
+            whole_seconds(window)
+        )),
+        (Some(0), Some(reset)) => Throttle::Wait(
+            reset + RESET_MARGIN,
+            "the API quota is used up until it resets".to_string(),
+        ),
+        (Some(0), None) => Throttle::Wait(
+            window,
+            "the API quota is used up; no reset time given".to_string(),
+        ),
+        _ => Throttle::Wait(SPIKE_WAIT, "spike arrest".to_string()),
+    }
+}
+
+/// The Indigo request budget as the HTTP layer's rate limit.
+#[derive(Debug, Default)]
+pub struct IndigoQuota(Mutex<Budget>);
+
+impl IndigoQuota {
+    fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RateLimit for IndigoQuota {
+    fn reserve(&self, now: Instant) -> (Instant, Option<String>) {
+        let mut b = self.budget();
+        let why = b.reason(now);
+        let at = b.reserve(now);
+        (at, (at > now).then_some(why))
+    }
+
+    fn delay(&self, now: Instant) -> Duration {
+        self.budget().wait_time(now)
+    }
+
+    fn observe(&self, _: StatusCode, headers: &HeaderMap, now: Instant) {
+        let q = quota_headers(headers, SystemTime::now());
+        self.budget().observe(q, now);
+    }
+
+    fn throttled(&self, status: StatusCode, headers: &HeaderMap, _: Instant) -> Option<Throttle> {
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            return None;
+        }
+        let window = self.budget().window();
+        Some(after_429(quota_headers(headers, SystemTime::now()), window))
+    }
+
+    fn window(&self) -> Duration {
+        self.budget().window()
     }
 }
 
@@ -229,6 +350,79 @@ mod tests {
         assert_eq!(b.wait_time(after), Duration::ZERO);
         b.record(after);
         assert_eq!(b.wait_time(after + MIN_GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn requests_before_the_gateways_reset_do_not_count_after_it() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        b.record(t0);
+        b.record(t0 + MIN_GAP);
+        // The gateway allows 2 per window and resets in 7 s (its window, not our 60 s guess).
+        b.observe(headers(2, 0, 7), t0 + MIN_GAP);
+        let first = b.reserve(t0 + MIN_GAP);
+        assert_eq!(first, t0 + MIN_GAP + Duration::from_secs(7));
+        let second = b.reserve(t0 + MIN_GAP);
+        assert_eq!(second, first + MIN_GAP, "the new window has room for both");
+    }
+
+    #[test]
+    fn concurrent_reservations_get_distinct_slots() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        let a = b.reserve(t0);
+        let c = b.reserve(t0);
+        let d = b.reserve(t0);
+        assert_eq!((a, c - a, d - c), (t0, MIN_GAP, MIN_GAP));
+    }
+
+    #[test]
+    fn a_429_waits_for_a_near_reset_and_gives_up_on_a_far_one() {
+        let w = DEFAULT_WINDOW;
+        let near = QuotaHeaders {
+            allowed: Some(6),
+            available: Some(0),
+            reset_in: Some(Duration::from_secs(20)),
+        };
+        assert!(
+            matches!(after_429(near, w), Throttle::Wait(d, _) if d == Duration::from_secs(20) + RESET_MARGIN)
+        );
+        let far = QuotaHeaders {
+            reset_in: Some(Duration::from_secs(400 * 365 * 86_400)),
+            ..near
+        };
+        assert!(matches!(after_429(far, w), Throttle::GiveUp(_)));
+        assert!(
+            matches!(after_429(QuotaHeaders::default(), w), Throttle::Wait(d, _) if d == SPIKE_WAIT)
+        );
+        // A year-9999 reset parses without overflow.
+        let mut h = HeaderMap::new();
+        h.insert("x-quota-available", "0".parse().unwrap());
+        h.insert("x-quota-reset", "253402300799000".parse().unwrap());
+        let q = quota_headers(&h, SystemTime::now());
+        assert!(q.reset_in.unwrap() > Duration::from_secs(365 * 86_400));
+        let mut b = Budget::default();
+        let t0 = Instant::now();
+        b.observe(q, t0);
+        assert_eq!(b.wait_time(t0), MAX_RESET_WAIT);
+    }
+
+    #[test]
+    fn quota_headers_parse() {
+        let mut h = HeaderMap::new();
+        h.insert("x-quota-allowed", "6".parse().unwrap());
+        h.insert("x-quota-available", "0".parse().unwrap());
+        let now = SystemTime::now();
+        let reset = now.duration_since(UNIX_EPOCH).unwrap().as_millis() + 5_000;
+        h.insert("x-quota-reset", reset.to_string().parse().unwrap());
+        let q = quota_headers(&h, now);
+        assert_eq!(q.allowed, Some(6));
+        assert_eq!(q.available, Some(0));
+        assert_eq!(q.reset_in, Some(Duration::from_secs(5)));
+        assert_eq!(
+            quota_headers(&HeaderMap::new(), now),
+            QuotaHeaders::default()
+        );
     }
 
     #[test]

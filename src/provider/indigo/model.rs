@@ -87,6 +87,15 @@ impl Envelope {
         self.error_code.as_ref().map(|c| c.0.as_str())
     }
 
+    /// The code under either key: the API puts I10025 ("shutdown initiated") under
+    /// `sucessCode` or `errorCode`, with `success:false` either way.
+    pub fn any_code(&self) -> Option<&str> {
+        self.error_code
+            .as_ref()
+            .or(self.sucess_code.as_ref())
+            .map(|c| c.0.as_str())
+    }
+
     /// A human message for an error, without stray whitespace.
     pub fn error_text(&self) -> String {
         self.error_message
@@ -98,16 +107,31 @@ impl Envelope {
     }
 }
 
-/// One rule as `gettemplate` reports it.
-#[derive(Debug, Deserialize)]
+/// One rule as `gettemplate` reports it. The four rule fields are kept as the JSON values they
+/// were, so a rule can be written back exactly, or refused when it cannot be.
+#[derive(Clone, Debug, Deserialize)]
 pub struct TemplateRule {
-    pub name: Option<String>,
+    #[serde(default)]
+    pub name: Option<Loose>,
     pub direction: String,
-    #[serde(rename = "type")]
-    pub kind: Loose,
-    pub protocol: Loose,
-    pub port: Loose,
-    pub source: Loose,
+    #[serde(rename = "type", default)]
+    pub kind: serde_json::Value,
+    #[serde(default)]
+    pub protocol: serde_json::Value,
+    #[serde(default)]
+    pub port: serde_json::Value,
+    #[serde(default)]
+    pub source: serde_json::Value,
+}
+
+/// A rule field as text: a string as is, a number as its digits (for classifying; writing
+/// back needs a string).
+pub fn text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// One entry of `getfirewalllist`.
@@ -205,6 +229,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gw.error_code(), Some("429"));
+        let initiated: Envelope =
+            serde_json::from_str(r#"{"success":false,"sucessCode":"I10025","message":"x"}"#)
+                .unwrap();
+        assert_eq!(initiated.any_code(), Some(codes::STOP_INITIATED));
     }
 
     #[test]
@@ -215,10 +243,11 @@ mod tests {
                 {"id":1,"name":"default","direction":"in","type":"Custom","protocol":"TCP","port":22,"source":"81.2.69.160"}]"#,
         )
         .unwrap();
-        assert_eq!(rules[0].source.0, "0.0.0.0/0");
-        assert_eq!(rules[1].port.0, "");
-        assert_eq!(rules[2].port.0, "22");
-        assert_eq!(rules[0].name.as_deref(), Some("default"));
+        assert_eq!(rules[0].source, "0.0.0.0/0");
+        assert_eq!(rules[1].port, "");
+        assert_eq!(text(&rules[2].port).as_deref(), Some("22"));
+        assert!(rules[2].port.is_number(), "kept as it was sent");
+        assert_eq!(rules[0].name, Some(Loose("default".into())));
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::server::Server;
 use super::ssh;
@@ -134,6 +134,24 @@ pub enum AbsentInstances {
     Keep,
     /// The template ends up assigned to no instance.
     Clear,
+}
+
+/// Under which key an I10025 "shutdown initiated" answer carries its code (both are seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopCodeKey {
+    /// `{"success":false,"errorCode":"I10025",…}`.
+    ErrorCode,
+    /// `{"success":false,"sucessCode":"I10025",…}`.
+    SucessCode,
+}
+
+/// A token the client cannot use ([`IndigoSim::issue_bad_tokens`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BadToken {
+    /// CR LF inside the token: it cannot be put in a header.
+    LineBreak,
+    /// A token this many bytes long: a header holding it is refused with 431 beyond 4 KiB.
+    Huge(usize),
 }
 
 /// One request as the simulator saw it.
@@ -407,6 +425,28 @@ impl IndigoSim {
         }
     }
 
+    /// The next `n` tokens issued are unusable in the way `kind` says.
+    pub fn issue_bad_tokens(&self, n: usize, kind: BadToken) {
+        self.lock().bad_tokens = (n > 0).then_some((n, kind));
+    }
+
+    /// Makes `X-Quota-Reset` report `at` (e.g. a far-away reset) instead of the window's end;
+    /// `None` restores it.
+    pub fn set_quota_reset(&self, at: Option<SystemTime>) {
+        self.lock().reset_override = at;
+    }
+
+    /// Makes `gettemplate` of template `id` answer `json` verbatim (rules the wire format allows
+    /// but [`SimRule`] cannot express, such as `"source": null`); `None` restores the stored
+    /// template. Updates still replace the stored template.
+    pub fn set_template_json(&self, id: u64, json: Option<String>) {
+        let mut st = self.lock();
+        match json {
+            Some(j) => st.raw_templates.insert(id, j),
+            None => st.raw_templates.remove(&id),
+        };
+    }
+
     /// Delays every answer by `d` (a slow API). Zero turns it off.
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
@@ -442,7 +482,7 @@ pub struct SimBuilder {
     stop_delay: Duration,
     start_delay: Duration,
     absent: AbsentInstances,
-    stop_i10025: bool,
+    stop_i10025: Option<StopCodeKey>,
     ssh_endpoints: bool,
     instances: Vec<SimInstance>,
     templates: Vec<SimTemplate>,
@@ -460,7 +500,7 @@ impl Default for SimBuilder {
             stop_delay: Duration::from_secs(1),
             start_delay: Duration::from_secs(1),
             absent: AbsentInstances::Keep,
-            stop_i10025: false,
+            stop_i10025: None,
             ssh_endpoints: false,
             instances: Vec::new(),
             templates: Vec::new(),
@@ -548,7 +588,13 @@ impl SimBuilder {
     /// When true, an accepted stop answers 200 `{"success":false,"errorCode":"I10025",…}` instead
     /// of the documented I20009 success body (both are seen on the real API).
     pub fn stop_answers_i10025(mut self, yes: bool) -> Self {
-        self.stop_i10025 = yes;
+        self.stop_i10025 = yes.then_some(StopCodeKey::ErrorCode);
+        self
+    }
+
+    /// Like [`SimBuilder::stop_answers_i10025`], with the code under `key`.
+    pub fn stop_answers_i10025_under(mut self, key: StopCodeKey) -> Self {
+        self.stop_i10025 = Some(key);
         self
     }
 

@@ -9,11 +9,13 @@ use serde_json::Value;
 
 use super::state::{request_id, InstanceRec, State};
 use super::wire::{array, php_escape, Obj};
-use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimRule};
+use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimRule, StopCodeKey};
 use crate::ids::uuid4;
 use crate::server::{epoch_ms, format_datetime, respond, set_header, Body, SimRequest};
 
 const API_PREFIX: &str = "/webarenaIndigo/v1/";
+/// Longest `Authorization` header the gateway takes (a longer one is answered 431).
+const MAX_AUTH_HEADER: usize = 4 * 1024;
 
 /// A resolved route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,9 +97,11 @@ fn process(st: &mut State, req: &SimRequest, now: Instant) -> Response<Body> {
     if answer.exhausted {
         available = 0;
     }
-    let reset = SystemTime::now()
-        .checked_add(until_reset)
-        .unwrap_or_else(SystemTime::now);
+    let reset = st.reset_override.unwrap_or_else(|| {
+        SystemTime::now()
+            .checked_add(until_reset)
+            .unwrap_or_else(SystemTime::now)
+    });
     let mut resp = respond(answer.status, "application/json", answer.body);
     set_header(&mut resp, "x-quota-allowed", &allowed.to_string());
     set_header(&mut resp, "x-quota-available", &available.to_string());
@@ -248,10 +252,16 @@ fn quota_exceeded(rid: &str) -> Answer {
 
 /// Checks `Authorization: Bearer <token>`.
 fn check_bearer(st: &State, req: &SimRequest, now: Instant, rid: &str) -> Result<(), Answer> {
-    let header = req
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let raw = req.headers.get(hyper::header::AUTHORIZATION);
+    if raw.is_some_and(|v| v.len() > MAX_AUTH_HEADER) {
+        return Err(gateway_error(
+            431,
+            "Request Header Fields Too Large",
+            "The Authorization header is too large",
+            rid,
+        ));
+    }
+    let header = raw.and_then(|v| v.to_str().ok());
     let token = match header.and_then(|h| h.strip_prefix("Bearer ")) {
         Some(t) => t.trim(),
         None => {
@@ -428,6 +438,13 @@ fn template_not_found(status: u16) -> Answer {
 }
 
 fn get_template(st: &mut State, id: &str) -> Answer {
+    if let Some(raw) = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| st.raw_templates.get(&n))
+    {
+        return Answer::backend(200, raw.clone());
+    }
     let Some(t) = id
         .parse::<u64>()
         .ok()
@@ -737,16 +754,24 @@ fn status_update(st: &mut State, req: &SimRequest, now: Instant) -> Answer {
         return business_error(400, "I10001", "Instance not found.");
     };
     inst.settle(now, stop_delay, start_delay);
-    let stop_accepted = || {
-        if stop_i10025 {
-            business_error(
-                200,
-                "I10025",
-                "Instance shutdown has been initiated. Please wait until it is completed.",
-            )
-        } else {
-            power_success("I20009", "Instance has stopped successfully ", "shutoff")
+    let stop_accepted = || match stop_i10025 {
+        Some(StopCodeKey::ErrorCode) => business_error(
+            200,
+            "I10025",
+            "Instance shutdown has been initiated. Please wait until it is completed.",
+        ),
+        Some(StopCodeKey::SucessCode) => {
+            let body = Obj::new()
+                .field("success", false)
+                .field(
+                    "message",
+                    "Instance shutdown has been initiated. Please wait until it is completed.",
+                )
+                .field("sucessCode", "I10025")
+                .finish();
+            Answer::backend(200, body)
         }
+        None => power_success("I20009", "Instance has stopped successfully ", "shutoff"),
     };
     let answer = match (verb, inst.power) {
         ("start", PowerState::Stopped) => {

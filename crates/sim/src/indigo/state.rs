@@ -9,7 +9,9 @@ use rand::Rng;
 
 use crate::faults::Faults;
 
-use super::{AbsentInstances, CallRecord, Endpoint, PowerState, SimBuilder, SimRule};
+use super::{
+    AbsentInstances, BadToken, CallRecord, Endpoint, PowerState, SimBuilder, SimRule, StopCodeKey,
+};
 
 /// Fixed settings taken from the builder.
 pub(crate) struct Config {
@@ -22,7 +24,7 @@ pub(crate) struct Config {
     pub stop_delay: Duration,
     pub start_delay: Duration,
     pub absent: AbsentInstances,
-    pub stop_i10025: bool,
+    pub stop_i10025: Option<StopCodeKey>,
 }
 
 /// An issued access token.
@@ -142,6 +144,13 @@ pub(crate) struct State {
     pub client_ip: Option<String>,
     /// Connections accepted per instance SSH endpoint.
     pub ssh_conns: HashMap<u64, usize>,
+    /// The next tokens issued are unusable in this way (count, kind).
+    pub bad_tokens: Option<(usize, BadToken)>,
+    /// `X-Quota-Reset` reports this time instead of the window's end (a far-away reset).
+    pub reset_override: Option<SystemTime>,
+    /// `gettemplate` answers this JSON text verbatim for these templates (hand-made rules the
+    /// wire format allows but the rule model cannot express, e.g. `"source": null`).
+    pub raw_templates: HashMap<u64, String>,
 }
 
 impl State {
@@ -218,6 +227,9 @@ impl State {
             power_log: Vec::new(),
             client_ip: None,
             ssh_conns: HashMap::new(),
+            bad_tokens: None,
+            reset_override: None,
+            raw_templates: HashMap::new(),
         })
     }
 
@@ -273,11 +285,24 @@ impl State {
 
     /// Issues a token and returns its text.
     pub(crate) fn issue_token(&mut self, now: Instant) -> String {
-        let token: String = rand::thread_rng()
+        let mut token: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
             .take(28)
             .map(char::from)
             .collect();
+        if let Some((n, kind)) = self.bad_tokens.take() {
+            match kind {
+                BadToken::LineBreak => token.insert_str(14, "\r\n"),
+                BadToken::Huge(len) => {
+                    while token.len() < len {
+                        token.push('x');
+                    }
+                }
+            }
+            if n > 1 {
+                self.bad_tokens = Some((n - 1, kind));
+            }
+        }
         self.tokens.insert(
             token.clone(),
             Token {

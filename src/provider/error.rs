@@ -1,0 +1,80 @@
+//! The error enum of the provider layer, classified so callers never match on messages.
+
+use std::time::Duration;
+
+use crate::ids::InstanceId;
+
+/// Errors of the provider layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Network failure or timeout talking to `op`. Built only by [`super::http::transport`], the
+    /// one place that words transport failures.
+    #[error("{op}: {source}")]
+    Transport {
+        op: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The API answered a status that a retry may cure (5xx, 408).
+    #[error("{op}: HTTP {status}")]
+    Unavailable { op: &'static str, status: u16 },
+    /// The API quota did not reset in time (or resets only beyond one window).
+    #[error("{op}: API quota exhausted; {detail}")]
+    Quota { op: &'static str, detail: String },
+    /// Credentials were refused.
+    #[error("{op}: credentials rejected (HTTP {status})")]
+    Auth { op: &'static str, status: u16 },
+    /// A business error from the API (`errorCode`/`errorMessage`).
+    #[error("{op}: API error {code}: {message} (HTTP {status})")]
+    Api {
+        op: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer could not be understood; nothing was acted on.
+    #[error("{op}: unexpected answer: {reason}")]
+    Malformed { op: &'static str, reason: String },
+    /// A referenced object does not exist.
+    #[error("{op}: {what} does not exist")]
+    NotFound { op: &'static str, what: String },
+    /// A firewall write would unassign instances the provider does not know (Indigo replaces a
+    /// template's assignments with the list sent). Nothing was written.
+    #[error("instance {} not found", missing.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", "))]
+    UnknownInstances { missing: Vec<InstanceId> },
+    /// The request was abandoned because dynwall is shutting down.
+    #[error("{op}: cancelled")]
+    Cancelled { op: &'static str },
+}
+
+impl ProviderError {
+    /// True when the same request may succeed later without any change on our side.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Transport { .. }
+                | ProviderError::Unavailable { .. }
+                | ProviderError::Quota { .. }
+        )
+    }
+
+    /// True when the provider refused our credentials.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ProviderError::Auth { .. })
+    }
+
+    /// True when the failure is the API quota.
+    pub fn is_quota(&self) -> bool {
+        matches!(self, ProviderError::Quota { .. })
+    }
+
+    /// True when dynwall is shutting down.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ProviderError::Cancelled { .. })
+    }
+}
+
+/// The longest `d` shown in messages: whole seconds, so a quota wait reads "1m 0s", not nanos.
+pub(crate) fn whole_seconds(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
+}
