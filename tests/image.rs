@@ -168,13 +168,19 @@ fn unix_now() -> u64 {
 }
 
 /// Waits until the state on the volume records a successful cycle that ended at `since` or
-/// later: the new container has done its work.
+/// later: the new container has done its work. The end of the last cycle is the later of the
+/// recorded time and the heartbeat (the file's modification time: an unchanged cycle does not
+/// rewrite the file).
 async fn wait_cycle_since(volume_dir: &Path, since: u64, what: &str) {
     wait_for(LIMIT, what, || async {
         let st = state_in(volume_dir);
-        (st["last_cycle"]["ok"] == true
-            && st["last_cycle"]["finished_at"].as_u64().unwrap_or(0) >= since)
-            .then_some(())
+        let heartbeat = std::fs::metadata(volume_dir.join("state.json"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let recorded = st["last_cycle"]["finished_at"].as_u64().unwrap_or(0);
+        (st["last_cycle"]["ok"] == true && recorded.max(heartbeat) >= since).then_some(())
     })
     .await;
 }

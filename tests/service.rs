@@ -320,7 +320,7 @@ async fn the_units_work_under_systemd_as_pid_1() {
         s.starts_with("in sync").then_some(s)
     })
     .await;
-    assert_eq!(status, format!("in sync: {NEW_IP} on 1 template"));
+    assert_eq!(status, format!("in sync: {NEW_IP} on 1 firewall"));
     // The sandbox as shipped (all but the container's ProtectProc drop-in, if one was needed).
     assert_eq!(show(&c, "dynwall.service", "DynamicUser").await, "yes");
     let mut families: Vec<String> = show(&c, "dynwall.service", "RestrictAddressFamilies")

@@ -127,9 +127,23 @@ impl Engine {
         self.expire_job();
         self.start_sync(home, changed);
         let report = CheckReport { resolutions, home };
-        self.record_cycle(resolve_code(&report.resolutions) == Code::Ok)
-            .await;
+        // A cycle whose sync job is still bringing a firewall in for the first time has not
+        // finished: it is recorded when the job ends, so `healthcheck` never calls a daemon
+        // healthy before its firewalls were confirmed once.
+        if !self.first_sync_pending() {
+            self.record_cycle(resolve_code(&report.resolutions) == Code::Ok)
+                .await;
+        }
         report
+    }
+
+    /// True while the sync job holds a firewall that was never confirmed.
+    fn first_sync_pending(&self) -> bool {
+        self.job.as_ref().is_some_and(|job| {
+            job.firewalls
+                .iter()
+                .any(|(cloud, id)| self.state.firewall(cloud, id).is_none())
+        })
     }
 
     /// A check, then its sync to the end (`--once`, `check`-like callers).
