@@ -217,10 +217,11 @@ impl Config {
             }
         }
 
+        let clouds = CloudSet::new(indigo.is_some(), openstack.keys());
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
         for (i, fw) in raw.firewall.into_iter().enumerate() {
-            let fw = firewall_from_raw(fw, i, path)?;
+            let fw = firewall_from_raw(fw, i, path, &clouds)?;
             if !seen.insert((fw.cloud.clone(), fw.id.clone())) {
                 return Err(ConfigError::invalid(
                     path,
@@ -233,7 +234,7 @@ impl Config {
         let mut probes = Vec::with_capacity(raw.probe.len());
         let mut seen = BTreeSet::new();
         for (i, p) in raw.probe.into_iter().enumerate() {
-            let p = probe_from_raw(p, i, path)?;
+            let p = probe_from_raw(p, i, path, &clouds)?;
             if !seen.insert((p.cloud.clone(), p.instance.clone())) {
                 return Err(ConfigError::invalid(
                     path,
