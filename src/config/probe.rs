@@ -78,28 +78,29 @@ pub(crate) fn probe_from_raw(
     use probe_defaults as d;
     let key = |k: &str| format!("probe[{i}].{k}");
     let (cloud, kind) = clouds.pick(p.cloud.as_deref(), path, &key("cloud"))?;
-    let remediation =
-        match (p.remediation.as_deref().map(str::trim), kind) {
-            (None | Some("stop-start"), _) => Remediation::StopStart,
-            (Some("hard-reboot"), CloudKind::OpenStack) => Remediation::HardReboot,
-            (Some("hard-reboot"), CloudKind::Indigo) => {
-                return Err(ConfigError::invalid(
-                    path,
-                    key("remediation"),
-                    format!(
+    let remediation = match (p.remediation.as_deref().map(str::trim), kind) {
+        (None | Some("stop-start"), _) => Remediation::StopStart,
+        (Some("hard-reboot"), CloudKind::OpenStack) => Remediation::HardReboot,
+        (Some("hard-reboot"), CloudKind::Indigo) => {
+            return Err(ConfigError::invalid(
+                path,
+                key("remediation"),
+                format!(
                     "cloud {:?} is an Indigo cloud: \"hard-reboot\" belongs to OpenStack clouds",
                     cloud.0
                 ),
-                ))
-            }
-            (Some(other), _) => return Err(ConfigError::invalid(
+            ))
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::invalid(
                 path,
                 key("remediation"),
                 format!(
                     "unknown remediation {other:?} (expected \"stop-start\" or \"hard-reboot\")"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let instance = p
         .instance
         .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
