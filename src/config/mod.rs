@@ -208,16 +208,19 @@ impl Config {
             None => None,
         };
         let mut openstack = BTreeMap::new();
+        let mut openstack_names = Vec::new();
         if !raw.openstack.is_empty() {
             let cwd = std::env::current_dir().ok();
             let search = clouds::SearchPath::standard(env, cwd.as_deref());
             for (name, table) in raw.openstack {
-                let cloud = openstack_from_raw(&name, table, path, env, &search)?;
-                openstack.insert(cloud.name.clone(), cloud);
+                openstack_names.push(CloudName(name.clone()));
+                if let Some(cloud) = openstack_or_unread(&name, table, path, env, &search)? {
+                    openstack.insert(cloud.name.clone(), cloud);
+                }
             }
         }
 
-        let clouds = CloudSet::new(indigo.is_some(), openstack.keys());
+        let clouds = CloudSet::new(indigo.is_some(), openstack_names.iter());
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
         for (i, fw) in raw.firewall.into_iter().enumerate() {
