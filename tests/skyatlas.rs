@@ -180,3 +180,27 @@ async fn v2_tokens_are_renewed_before_they_expire_and_after_a_401() {
     );
     stop_daemon(daemon).await;
 }
+
+#[tokio::test]
+async fn the_demo_tells_the_story_on_both_openstack_clouds() {
+    for cloud in ["openstack", "skyatlas"] {
+        let mut c = bin();
+        c.args(["demo", "--cloud", cloud]);
+        let out = tokio::time::timeout(Duration::from_secs(90), c.output())
+            .await
+            .expect("the demo finishes")
+            .expect("dynwall runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let create = stdout.find("POST /v2.0/security-group-rules → 201");
+        let delete = stdout.find("DELETE /v2.0/security-group-rules/");
+        assert!(
+            create.is_some() && delete.is_some() && create < delete,
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("Nova actions sent: os-stop, os-start."),
+            "{stdout}"
+        );
+    }
+}

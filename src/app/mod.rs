@@ -61,9 +61,9 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
         (Some(Command::Reset { instance }), ..) => reset(&path, instance),
         #[cfg(feature = "demo")]
-        (Some(Command::Demo), ..) => crate::demo::run().await,
+        (Some(Command::Demo { cloud }), ..) => crate::demo::run(*cloud).await,
         #[cfg(not(feature = "demo"))]
-        (Some(Command::Demo), ..) => {
+        (Some(Command::Demo { .. }), ..) => {
             eprintln!("dynwall: this build has no demo (it was built without the `demo` feature)");
             return Code::Usage;
         }
