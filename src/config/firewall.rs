@@ -78,6 +78,11 @@ impl CloudSet {
         CloudSet(m)
     }
 
+    /// The kind of the cloud named `name`.
+    pub(crate) fn kind(&self, name: &CloudName) -> Option<CloudKind> {
+        self.0.get(name).copied()
+    }
+
     /// The cloud an entry names with `cloud = …` (`key` is its dotted key), or the only one.
     pub(crate) fn pick(
         &self,

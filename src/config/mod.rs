@@ -226,10 +226,14 @@ impl Config {
         for (i, fw) in raw.firewall.into_iter().enumerate() {
             let fw = firewall_from_raw(fw, i, path, &clouds)?;
             if !seen.insert((fw.cloud.clone(), fw.id.clone())) {
+                let (key, what) = match clouds.kind(&fw.cloud) {
+                    Some(CloudKind::OpenStack) => ("security_group", "security group"),
+                    _ => ("template", "template"),
+                };
                 return Err(ConfigError::invalid(
                     path,
-                    format!("firewall[{i}].template"),
-                    format!("template {} is listed twice", fw.id),
+                    format!("firewall[{i}].{key}"),
+                    format!("{what} {} is listed twice", fw.id),
                 ));
             }
             firewalls.push(fw);
