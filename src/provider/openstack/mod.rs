@@ -60,4 +60,6 @@ pub(crate) fn find_by_id_or_name<'a, T>(
 }
 
 #[cfg(test)]
+mod client_tests;
+#[cfg(test)]
 pub(crate) mod fixtures;
