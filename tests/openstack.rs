@@ -453,3 +453,67 @@ async fn one_config_syncs_an_indigo_and_an_openstack_cloud_each_with_its_own_pro
     assert_eq!(code(&out), 78, "{}", text(&out));
     assert!(text(&out).contains("firewall[1].cloud"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn no_quorum_or_an_unacceptable_address_changes_nothing() {
+    let w = OsWorld::v3().await;
+    let cfg = w.config();
+    // The sources disagree: no quorum.
+    w.sources[0].set_ip(NEW_IP);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 69, "{}", text(&out));
+    // Both agree on a private address: refused, never written.
+    w.set_ip("10.0.0.9");
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 69, "{}", text(&out));
+    assert!(w.writes().is_empty());
+    assert_eq!(w.owned_prefixes(), [format!("{OLD_IP}/32")]);
+    assert!(
+        w.sim.requests().iter().all(|r| r.op != Op::Token),
+        "nothing needed the API"
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_holds_the_lock_keeps_its_client_across_a_reload_and_stops_on_sigterm() {
+    let w = OsWorld::v3().await;
+    let cfg = w.config_with(
+        "interval = \"1s\"\nreconcile = \"1s\"",
+        "",
+        &OsWorld::firewall_table(),
+    );
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "two group reads", || {
+        w.sim.calls(Op::ShowGroup) >= 2
+    })
+    .await;
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    signal(&daemon, "HUP").await;
+    let reads = w.sim.calls(Op::ShowGroup);
+    eventually(Duration::from_secs(15), "two more reads", || {
+        w.sim.calls(Op::ShowGroup) >= reads + 2
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let log = stop_daemon(daemon).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped promptly"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert_eq!(w.sim.tokens_issued(), 1, "the token outlives the reload");
+    assert_eq!(
+        w.sim.calls(Op::ListGroups),
+        1,
+        "and so does the group lookup"
+    );
+    // The state it left is valid and names the group's confirmed address.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["clouds"]["home"]["firewalls"][GROUP]["ip"].as_str(),
+        Some(OLD_IP)
+    );
+}
