@@ -168,7 +168,12 @@ async fn check_prints_the_plan_per_cloud_and_dry_run_writes_nothing() {
     assert!(t.contains("cloud home"), "{t}");
     let out = run(&cfg, &["--once", "--dry-run"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains(NEW_IP), "{}", text(&out));
+    assert!(
+        text(&out).contains("would change on cloud home (creating the new rules first")
+            && text(&out).contains(NEW_IP),
+        "{}",
+        text(&out)
+    );
     assert!(w.writes().is_empty());
     assert!(w.sim.actions().is_empty());
 
