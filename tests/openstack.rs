@@ -522,3 +522,30 @@ async fn a_daemon_holds_the_lock_keeps_its_client_across_a_reload_and_stops_on_s
         Some(OLD_IP)
     );
 }
+
+#[tokio::test]
+async fn a_service_in_several_regions_needs_region_name() {
+    let w = OsWorld::with(v3_builder().regions(&["RegionOne", "RegionTwo"]), false).await;
+    let out = run(&w.config(), &["--once"]).await;
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("RegionOne") && t.contains("RegionTwo") && t.contains("region_name"),
+        "{t}"
+    );
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        "region_name = \"RegionTwo\"",
+        &OsWorld::firewall_table(),
+    );
+    w.set_ip(NEW_IP);
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(w.owned_prefixes(), [format!("{NEW_IP}/32")]);
+    assert!(w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.op == Op::CreateRule)
+        .all(|r| r.region == "RegionTwo"));
+}
