@@ -152,6 +152,8 @@ pub struct OpenStackClient {
     choice: EndpointChoice,
     /// Security groups resolved so far: configured name or id → the group.
     pub(super) groups: Mutex<BTreeMap<String, GroupSummary>>,
+    /// The project's groups as last listed (Nova names a server's groups, never their ids).
+    pub(super) known_groups: Mutex<Option<Vec<GroupSummary>>>,
     /// The servers of the last list (id, name), to resolve a configured name for an action.
     pub(super) servers: Mutex<Vec<(String, String)>>,
 }
@@ -197,6 +199,7 @@ impl OpenStackClient {
             catalog,
             choice: cfg.endpoint_choice(),
             groups: Mutex::new(BTreeMap::new()),
+            known_groups: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
         })
     }

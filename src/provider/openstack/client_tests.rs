@@ -143,3 +143,17 @@ async fn an_unknown_or_ambiguous_group_is_a_config_error() {
     // By id it is found.
     assert!(client.read_firewall(&fw(&twin)).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_group_configured_by_id_gates_its_servers_before_any_sync() {
+    let (sim, client) = cloud().await;
+    let id = sim.group("ssh").unwrap().id;
+    let list = client.list_instances().await.unwrap();
+    let vps1 = list.iter().find(|i| i.name == "vps1").unwrap();
+    assert!(vps1.firewalls.contains(&FirewallId(id.clone())), "{vps1:?}");
+    assert!(vps1.firewalls.contains(&FirewallId("ssh".into())));
+    client.list_instances().await.unwrap();
+    assert_eq!(sim.calls(Op::ListGroups), 1, "the names are mapped once");
+    // Reading the group by id reuses nothing stale and finds it.
+    assert!(client.read_firewall(&fw(&id)).await.is_ok());
+}

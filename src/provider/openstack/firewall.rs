@@ -135,17 +135,9 @@ fn owned_rules(fw: &FirewallConfig) -> Result<OwnedRules, ProviderError> {
 }
 
 impl OpenStackClient {
-    /// The group `fw` names, from the cache or one `GET /security-groups`.
-    async fn resolve_group(&self, fw: &FirewallConfig) -> Result<GroupSummary, ProviderError> {
-        let wanted = fw.id.0.as_str();
-        if let Some(g) = self
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(wanted)
-        {
-            return Ok(g.clone());
-        }
+    /// Every security group of the project (id and name), remembered for mapping the group
+    /// names Nova reports to ids.
+    pub(super) async fn list_groups(&self) -> Result<Vec<GroupSummary>, ProviderError> {
         let op = "neutron list security groups";
         let base = self.base(Service::Network).await?;
         let a = self
@@ -164,6 +156,23 @@ impl OpenStackClient {
             ));
         }
         let groups = neutron::parse_groups(&a.body).map_err(|e| provider_error(op, e))?;
+        *self.known_groups.lock().unwrap_or_else(|e| e.into_inner()) = Some(groups.clone());
+        Ok(groups)
+    }
+
+    /// The group `fw` names, from the cache or one `GET /security-groups`.
+    async fn resolve_group(&self, fw: &FirewallConfig) -> Result<GroupSummary, ProviderError> {
+        let wanted = fw.id.0.as_str();
+        if let Some(g) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(wanted)
+        {
+            return Ok(g.clone());
+        }
+        let groups = self.list_groups().await?;
+        let op = "neutron list security groups";
         let found = neutron::find_group(&groups, wanted)
             .map_err(|e| provider_error(op, e))?
             .clone();

@@ -75,15 +75,30 @@ fn resolve_server(listed: &[(String, String)], wanted: &str) -> Option<String> {
 }
 
 impl OpenStackClient {
-    /// The firewalls of this cloud a server belongs to: its security group names, and each
-    /// configured group (by name or id) resolved so far whose name is among them.
+    /// The firewalls of this cloud a server belongs to, under every name a config may give
+    /// them: its security group names, the ids of the project's groups of those names, and each
+    /// configured group resolved so far whose name is among them.
     fn firewalls_of(&self, server: &Server) -> Vec<FirewallId> {
         let names = server.security_groups();
         let mut out: Vec<FirewallId> = names.iter().map(|n| FirewallId(n.clone())).collect();
-        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, g) in groups.iter() {
-            if names.contains(&g.name) && !out.iter().any(|f| &f.0 == key) {
-                out.push(FirewallId(key.clone()));
+        let mut add = |key: &str| {
+            if !out.iter().any(|f| f.0 == key) {
+                out.push(FirewallId(key.to_string()));
+            }
+        };
+        if let Some(known) = self
+            .known_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            for g in known.iter().filter(|g| names.contains(&g.name)) {
+                add(&g.id);
+            }
+        }
+        for (key, g) in self.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if names.contains(&g.name) {
+                add(key);
             }
         }
         out
@@ -114,6 +129,16 @@ impl Power for OpenStackClient {
                 Some(next) if next.origin() == base.origin() => url = next,
                 _ => break,
             }
+        }
+        let unmapped = self
+            .known_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none();
+        if unmapped && servers.iter().any(|s| !s.security_groups().is_empty()) {
+            // Once per client: the ids of the groups Nova names, so a firewall configured by
+            // group id gates its servers even before its first sync.
+            self.list_groups().await?;
         }
         *self.servers.lock().unwrap_or_else(|e| e.into_inner()) = servers
             .iter()
