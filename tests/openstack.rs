@@ -549,3 +549,75 @@ async fn a_service_in_several_regions_needs_region_name() {
         .filter(|r| r.op == Op::CreateRule)
         .all(|r| r.region == "RegionTwo"));
 }
+
+#[tokio::test]
+async fn a_409_for_a_task_in_flight_is_asked_again_at_a_later_poll() {
+    let w = OsWorld::v3().await;
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        "",
+        &format!(
+            "{}{}",
+            OsWorld::firewall_table(),
+            w.probe_table("vps1", &[])
+        ),
+    );
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        w.record("vps1")["last_ok_at"].is_u64()
+    })
+    .await;
+    // Every answer now takes a second: a task started between the list and the action is what
+    // Nova sees when the action arrives.
+    w.sim.set_delay(Duration::from_secs(1));
+    w.sim.set_responsive("vps1", false);
+    let lists = |w: &OsWorld| w.sim.calls(Op::ListServers);
+    let refused = |w: &OsWorld| {
+        w.sim
+            .requests()
+            .iter()
+            .any(|r| r.op == Op::ServerAction && r.status == Some(409))
+    };
+    let start = std::time::Instant::now();
+    let mut seen = lists(&w);
+    while !refused(&w) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no 409 seen");
+        if lists(&w) > seen {
+            seen = lists(&w);
+            w.sim.set_task_state("vps1", Some("image_snapshot"));
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until && !refused(&w) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !refused(&w) {
+                w.sim.set_task_state("vps1", None);
+                seen = lists(&w);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Refused while the task runs; nothing more is sent until it is done.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let actions: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == Op::ServerAction)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(actions, [Some(409)], "no tight loop");
+    w.sim.set_task_state("vps1", None);
+    w.sim.set_delay(Duration::ZERO);
+    eventually(
+        Duration::from_secs(40),
+        "os-stop, os-start, healthy",
+        || {
+            w.actions("vps1") == ["os-stop", "os-start"]
+                && w.record("vps1")["remediation"].is_null()
+                && w.record("vps1")["consecutive_failures"] == 0
+        },
+    )
+    .await;
+    let log = stop_daemon(daemon).await;
+    assert!(log.contains("image_snapshot"), "{log}");
+}
