@@ -226,3 +226,7 @@ pub(crate) fn salt_step_from_raw(
         })),
     }
 }
+
+#[cfg(test)]
+#[path = "salt_tests.rs"]
+mod tests;

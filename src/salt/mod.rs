@@ -12,6 +12,9 @@
 pub mod client;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use async_trait::async_trait;
 
 use crate::provider::ProviderError;
