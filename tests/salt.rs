@@ -130,8 +130,7 @@ async fn the_stop_follows(w: &World, asked: Instant, what: &str) {
     );
     eventually(Duration::from_secs(30), "stop and start", || {
         verbs(w) == ["stop", "start"]
-            && w
-                .sim
+            && w.sim
                 .instance(WEB)
                 .is_some_and(|i| i.power == PowerState::Running)
     })
@@ -165,7 +164,10 @@ async fn a_job_that_hangs_is_abandoned_at_salt_timeout_for_the_stop_and_start() 
     );
     assert_eq!(salt.runs().len(), 1);
     let log = stop_daemon(daemon).await;
-    assert!(log.contains("did not complete within salt_timeout"), "{log}");
+    assert!(
+        log.contains("did not complete within salt_timeout"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

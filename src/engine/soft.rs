@@ -25,11 +25,13 @@ use crate::salt::{JobStatus, SoftCure};
 /// How often a running job's status is asked for.
 pub const SOFT_POLL: Duration = Duration::from_secs(2);
 
-/// How a job run ended, before the probe that judges it.
+/// How a job run ended.
 enum Run {
-    /// The server says it succeeded.
+    /// The server says it succeeded; the probe that judges it is still to come.
     Succeeded(String),
-    /// It did not succeed, or could not be followed: why.
+    /// It succeeded and the instance answers again.
+    Cured(String),
+    /// It did not succeed, did not cure, or could not be followed: why.
     NotCured(Option<String>, String),
 }
 
@@ -110,11 +112,15 @@ impl Engine {
             "instance {id}: running salt job {} on target {} first (waiting up to {})",
             step.job, step.target, humantime::format_duration(step.timeout));
         let deadline = after(self.clock.instant(), step.timeout);
-        let run =
-            match tokio::time::timeout_at(deadline, self.follow(p, &step, &*soft, false)).await {
-                Ok(r) => r?,
-                Err(_) => self.timed_out(p, &step),
-            };
+        let health = item.health.clone();
+        let steps = async {
+            let run = self.follow(p, &step, &*soft, false).await?;
+            Ok::<Run, AppError>(self.reprobe(p, run, &health).await)
+        };
+        let run = match tokio::time::timeout_at(deadline, steps).await {
+            Ok(r) => r?,
+            Err(_) => self.timed_out(p, &step),
+        };
         self.judge(p, &step, run, item).await
     }
 
@@ -145,7 +151,7 @@ impl Engine {
             .and_then(|r| r.soft.as_ref())
             .and_then(|s| s.jid.clone());
         let run = if item.health == Health::Up {
-            Run::Succeeded(jid.unwrap_or_default())
+            Run::Cured(jid.unwrap_or_default())
         } else {
             let left = secs(step.timeout).saturating_sub(self.clock.now().saturating_sub(started));
             tracing::info!(instance = %id,
@@ -154,9 +160,12 @@ impl Engine {
             match (self.soft.clone(), left) {
                 (Some(soft), 1..) => {
                     let deadline = after(self.clock.instant(), Duration::from_secs(left));
-                    match tokio::time::timeout_at(deadline, self.follow(p, &step, &*soft, true))
-                        .await
-                    {
+                    let health = item.health.clone();
+                    let steps = async {
+                        let run = self.follow(p, &step, &*soft, true).await?;
+                        Ok::<Run, AppError>(self.reprobe(p, run, &health).await)
+                    };
+                    match tokio::time::timeout_at(deadline, steps).await {
                         Ok(r) => r?,
                         Err(_) => self.timed_out(p, &step),
                     }
@@ -230,8 +239,26 @@ impl Engine {
         }
     }
 
-    /// Probes again after a run that succeeded, and ends the step: cured (the incident is over)
-    /// or not (the ladder may begin). Returns whether it cured.
+    /// Probes again after a run that succeeded (unless this round's probe passed already).
+    async fn reprobe(&self, p: &ProbeConfig, run: Run, health: &Health) -> Run {
+        match run {
+            Run::Succeeded(jid) if *health == Health::Up => Run::Cured(jid),
+            Run::Succeeded(jid) => {
+                let target = self.probe_target(p);
+                match self.prober.probe(p, target).await {
+                    Health::Up => Run::Cured(jid),
+                    other => Run::NotCured(
+                        Some(jid),
+                        format!("the job succeeded but the probe still fails: {other}"),
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the step: cured (the incident is over) or not (the ladder may begin). Returns
+    /// whether it cured.
     async fn judge(
         &mut self,
         p: &ProbeConfig,
@@ -241,23 +268,11 @@ impl Engine {
     ) -> Result<bool, AppError> {
         let id = &p.instance;
         let (jid, why) = match run {
-            Run::Succeeded(jid) if item.health == Health::Up => (Some(jid), None),
-            Run::Succeeded(jid) => {
-                let target = self.probe_target(p);
-                let health = self.prober.clone().probe(p, target).await;
-                match health {
-                    Health::Up => {
-                        item.health = Health::Up;
-                        (Some(jid), None)
-                    }
-                    other => (
-                        Some(jid),
-                        Some(format!(
-                            "the job succeeded but the probe still fails: {other}"
-                        )),
-                    ),
-                }
+            Run::Cured(jid) => {
+                item.health = Health::Up;
+                (Some(jid), None)
             }
+            Run::Succeeded(jid) => (Some(jid), Some("the job was not judged by a probe".into())),
             Run::NotCured(jid, why) => (jid, Some(why)),
         };
         let now = self.clock.now();
