@@ -124,6 +124,7 @@ async fn the_stop_follows(w: &World, asked: Instant, what: &str) {
     })
     .await;
     let took = asked.elapsed();
+    eprintln!("{what}: the stop came {took:?} after the job was asked for");
     assert!(
         took <= SALT_TIMEOUT + INTERVAL + Duration::from_secs(3),
         "the stop came {took:?} after the job"
