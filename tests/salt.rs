@@ -207,3 +207,68 @@ async fn a_dry_run_names_the_job_it_would_run_and_runs_nothing() {
     assert_eq!(salt.calls(SaltOp::Rpc), 0);
     assert!(verbs(&w).is_empty());
 }
+
+#[tokio::test]
+async fn check_finds_the_saved_job_and_target_and_runs_nothing() {
+    let (w, salt) = worlds(JobEffect::Fixes).await;
+    let cfg = config(&w, &salt, 2);
+    let out = run(&cfg, &["check"]).await;
+    let all = text(&out);
+    assert_eq!(code(&out), 0, "{all}");
+    assert!(
+        all.contains(&format!(
+            "salt job {JOB} (restart sshd) on target {TARGET} (web-1)"
+        )),
+        "{all}"
+    );
+    assert!(salt.runs().is_empty(), "check runs no job");
+
+    // A job uuid the server does not have: the config is wrong (78), naming the key.
+    let other = "0f0f0f0f-0000-4000-8000-000000000000";
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(JOB, other);
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = run(&cfg, &["check"]).await;
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "probe[0].salt_job: the Salt server has no saved job {other}"
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // A wrong API token: refused credentials (77).
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(API_TOKEN, "not-the-token");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = run(&cfg, &["check"]).await;
+    assert_eq!(code(&out), 77, "{}", text(&out));
+    assert!(
+        text(&out).contains("credentials rejected"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("not-the-token"));
+}
+
+#[tokio::test]
+async fn a_salt_job_without_a_salt_table_is_a_config_error() {
+    let w = ssh_world(sim_builder()).await;
+    let addr = w.sim.ssh_addr(WEB).expect("ssh endpoint");
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        &format!("[[firewall]]\ntemplate = {TEMPLATE}\ninstances = [{WEB}, {DB}]\n"),
+        &format!(
+            "[[probe]]\ninstance = {WEB}\naddress = \"{addr}\"\nsalt_job = \"{JOB}\"\n\
+             salt_target = \"{TARGET}\"\n"
+        ),
+    );
+    let out = run(&cfg, &["--once"]).await;
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    assert!(
+        text(&out).contains("probe[0].salt_job: needs a [salt] table"),
+        "{}",
+        text(&out)
+    );
+}

@@ -17,7 +17,7 @@ use crate::config::{ProbeConfig, SaltStep};
 use crate::exit::AppError;
 use crate::probe::record::secs;
 use crate::probe::{
-    observe, Decision, Health, InstanceRecord, InstanceReport, SoftOutcome, SoftStep,
+    observe, Decision, Health, HoldReason, InstanceRecord, InstanceReport, SoftOutcome, SoftStep,
     DEFAULT_PROBE_PORT,
 };
 use crate::salt::{JobStatus, SoftCure};
@@ -63,11 +63,12 @@ impl Engine {
     /// Logs, in a dry run, the job dynwall would run before acting (once per incident, as the
     /// hold itself is said).
     pub(super) fn say_soft(&self, p: &ProbeConfig, decision: &Decision, rec: &InstanceRecord) {
-        let (Some(step), Decision::Hold(crate::probe::HoldReason::DryRun)) = (&p.salt, decision)
-        else {
+        let (Some(step), Decision::Hold(HoldReason::DryRun)) = (&p.salt, decision) else {
             return;
         };
-        if rec.soft_tried || rec.last_hold.as_deref() == Some("dry run") {
+        if rec.soft_tried
+            || rec.last_hold.as_deref() == Some(HoldReason::DryRun.to_string().as_str())
+        {
             return;
         }
         let id = &p.instance;

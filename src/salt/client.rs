@@ -268,6 +268,23 @@ impl SaltClient {
     }
 }
 
+impl SaltClient {
+    /// The name of saved job `job`, `None` when the server has none of that uuid (or this
+    /// token may not see it).
+    pub async fn job_name(&self, job: &str) -> Result<Option<String>, SaltError> {
+        let ret = self.rpc("job.get_jobs", wire::get_job(job)).await?;
+        wire::named("job.get_jobs", &ret, job)
+    }
+
+    /// The name of target group `target`, `None` when the server has none of that uuid.
+    pub async fn target_name(&self, target: &str) -> Result<Option<String>, SaltError> {
+        let ret = self
+            .rpc("tgt.get_target_group", wire::get_target(target))
+            .await?;
+        wire::named("tgt.get_target_group", &ret, target)
+    }
+}
+
 #[async_trait]
 impl SoftCure for SaltClient {
     async fn run_job(&self, job: &str, target: &str) -> Result<String, SaltError> {

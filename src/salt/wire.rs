@@ -39,6 +39,33 @@ pub fn cmd_status(jid: &str) -> Value {
     call("cmd", "get_cmd_status", json!({"jids": [jid]}))
 }
 
+/// `job.get_jobs` of one saved job.
+pub fn get_job(job: &str) -> Value {
+    call("job", "get_jobs", json!({"job_uuid": job}))
+}
+
+/// `tgt.get_target_group` of one target group.
+pub fn get_target(target: &str) -> Value {
+    call("tgt", "get_target_group", json!({"tgt_uuid": target}))
+}
+
+/// The name of the object `uuid` in a `{"count", "results": [{"uuid", "name", …}]}` answer;
+/// `None` when the server does not list it.
+pub fn named(op: &'static str, ret: &Value, uuid: &str) -> Result<Option<String>, SaltError> {
+    let results = ret
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(op, "no \"results\" list"))?;
+    Ok(results
+        .iter()
+        .find(|r| {
+            r.get("uuid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+        })
+        .map(|r| short(r.get("name").and_then(Value::as_str).unwrap_or(""))))
+}
+
 /// The on-premises login body.
 pub fn login(username: &str, password: &str, config_name: &str) -> Value {
     json!({"username": username, "password": password, "config_name": config_name})
@@ -259,6 +286,23 @@ mod tests {
         let e = status(&json!({"count": 0, "results": []}), "J").unwrap_err();
         assert!(e.to_string().contains("does not know job run J"), "{e}");
         assert!(status(&json!({}), "J").is_err());
+    }
+
+    #[test]
+    fn saved_jobs_and_targets_are_found_by_uuid() {
+        let ret = json!({"count": 1, "limit": 50, "results": [{"uuid": "60c14cfc-09ca-4b5a-bc76-8294287c2e6c",
+            "name": "Check disk usage", "cmd": "local", "fun": "disk.usage"}]});
+        assert_eq!(
+            named("job.get_jobs", &ret, "60C14CFC-09CA-4B5A-BC76-8294287C2E6C").unwrap(),
+            Some("Check disk usage".into())
+        );
+        assert_eq!(
+            named("job.get_jobs", &ret, "00000000-0000-0000-0000-000000000000").unwrap(),
+            None
+        );
+        assert!(named("job.get_jobs", &json!(null), "x").is_err());
+        assert_eq!(get_job("j")["kwarg"]["job_uuid"], "j");
+        assert_eq!(get_target("t")["kwarg"]["tgt_uuid"], "t");
     }
 
     #[test]
