@@ -358,3 +358,23 @@ async fn a_dry_run_names_the_job_it_would_run_and_runs_nothing() {
     assert_eq!(fake.asked(), 0);
     assert!(w.cloud.actions(WEB).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_salt_timeout_passed_while_dynwall_was_away_goes_to_the_ladder() {
+    let (mut w, fake) = world(Effect::Hangs, Duration::from_secs(5), "30s").await;
+    almost_down(&mut w).await;
+    tokio::time::advance(PROBE).await;
+    let cut = tokio::time::timeout(Duration::from_secs(10), w.eng_mut().probe_round(true)).await;
+    assert!(cut.is_err(), "cut off while the job runs");
+    w.restart();
+    w.eng_mut().set_soft_cure(Some(fake.clone()));
+    // Back after its salt_timeout: the ladder at once, no new job, no waiting.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let t = Instant::now();
+    w.round().await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(fake.asked(), 1);
+    assert_eq!(w.cloud.actions(WEB), [Stop]);
+    let detail = w.record(WEB).last_soft.unwrap().detail;
+    assert!(detail.contains("while dynwall was away"), "{detail}");
+}
