@@ -42,6 +42,8 @@ pub struct ProbeConfig {
     pub max_actions: u32,
     pub window: Duration,
     pub enabled: bool,
+    /// The Salt soft step tried before any power action, if configured.
+    pub salt: Option<SaltStep>,
 }
 
 /// Probe defaults (see the README for the reasoning behind each).
@@ -119,6 +121,7 @@ pub(crate) fn probe_from_raw(
         }
     };
     let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
+    let salt = salt_step_from_raw(p.salt_job, p.salt_target, p.salt_timeout, i, path)?;
     let cfg = ProbeConfig {
         cloud: CloudName::indigo(),
         instance: InstanceId(instance.0),
@@ -133,6 +136,7 @@ pub(crate) fn probe_from_raw(
         max_actions: p.max_actions.unwrap_or(d::MAX_ACTIONS),
         window: dur(p.window, d::WINDOW),
         enabled: p.enabled.unwrap_or(true),
+        salt,
     };
     if cfg.failures == 0 {
         return Err(ConfigError::invalid(
