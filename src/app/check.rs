@@ -161,5 +161,69 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
             );
         }
     }
+    code = code.worst(check_salt(&cfg, &mut out).await);
     Ok(code)
+}
+
+/// The soft steps: the Salt server authenticates, and every probe's saved job and target
+/// group exist. Nothing is run.
+async fn check_salt(cfg: &Config, out: &mut impl Write) -> Code {
+    let Some(salt) = cfg.salt.as_ref() else {
+        return Code::Ok;
+    };
+    let client = match crate::salt::SaltClient::new(salt, CancellationToken::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "salt: {e}");
+            return Code::Failure;
+        }
+    };
+    let mut code = Code::Ok;
+    for (i, p) in cfg.probes.iter().enumerate() {
+        let Some(step) = &p.salt else {
+            continue;
+        };
+        let found = match client.job_name(&step.job).await {
+            Ok(job) => client.target_name(&step.target).await.map(|t| (job, t)),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok((Some(job), Some(target))) => {
+                let _ = writeln!(
+                    out,
+                    "probe {}: salt job {} ({job}) on target {} ({target}), waited for up to {}",
+                    p.instance,
+                    step.job,
+                    step.target,
+                    humantime::format_duration(step.timeout)
+                );
+            }
+            Ok((job, _)) => {
+                let (key, uuid) = if job.is_none() {
+                    ("salt_job", &step.job)
+                } else {
+                    ("salt_target", &step.target)
+                };
+                let _ =
+                    writeln!(
+                    out,
+                    "{}: probe[{i}].{key}: the Salt server has no {} {uuid} (or the token may not \
+                     see it)",
+                    cfg.path.display(),
+                    if job.is_none() { "saved job" } else { "target group" },
+                );
+                code = code.worst(Code::Config);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "probe {}: {e}", p.instance);
+                let failed = match &e {
+                    crate::salt::SaltError::Http(p) if p.is_auth() => Code::NoPerm,
+                    _ => Code::Unavailable,
+                };
+                code = code.worst(failed);
+                break;
+            }
+        }
+    }
+    code
 }

@@ -128,6 +128,19 @@ pub fn build_clouds(
     Ok(clouds)
 }
 
+/// Builds the client of the Salt soft step when the config has a `[salt]` table.
+pub fn build_soft_cure(
+    cfg: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<Arc<dyn crate::salt::SoftCure>>, AppError> {
+    let Some(salt) = cfg.salt.as_ref() else {
+        return Ok(None);
+    };
+    let client = crate::salt::SaltClient::new(salt, shutdown)
+        .map_err(|e| AppError::Setup(format!("cannot build the Salt client: {e}")))?;
+    Ok(Some(Arc::new(client)))
+}
+
 fn build_resolvers(cfg: &Config) -> Result<ResolverSet, AppError> {
     ResolverSet::from_config(&cfg.resolver)
         .map_err(|e| AppError::Setup(format!("cannot build the IP sources: {e}")))
@@ -143,7 +156,10 @@ fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<E
     let store = StateStore::open(&cfg.daemon.state_dir)?;
     let resolvers = build_resolvers(&cfg)?;
     let clouds = build_clouds(&cfg, shutdown.clone(), None)?;
-    Engine::new(Setup::new(cfg, resolvers, clouds, store, dry_run))
+    let soft = build_soft_cure(&cfg, shutdown.clone())?;
+    let mut engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, dry_run))?;
+    engine.set_soft_cure(soft);
+    Ok(engine)
 }
 
 async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
@@ -166,6 +182,7 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
         Ok(Rebuilt {
             resolvers: build_resolvers(&config)?,
             clouds: build_clouds(&config, rebuild_shutdown.clone(), Some((old, clouds)))?,
+            soft: build_soft_cure(&config, rebuild_shutdown.clone())?,
             config,
         })
     };

@@ -13,6 +13,7 @@ mod openstack;
 mod probe;
 pub mod raw;
 mod resolver;
+mod salt;
 mod secrets;
 
 pub use crate::secret::Secret;
@@ -24,6 +25,7 @@ pub use notify::*;
 pub use openstack::*;
 pub use probe::*;
 pub use resolver::*;
+pub use salt::*;
 pub(crate) use secrets::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -148,6 +150,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// `[[notify]]`: webhooks, ntfy topics and healthchecks.io checks.
     pub notify: Vec<NotifyConfig>,
+    /// `[salt]`: the Salt API server of the probes' soft step.
+    pub salt: Option<SaltConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,6 +270,17 @@ impl Config {
             .enumerate()
             .map(|(i, n)| notify_from_raw(n, i, path, env))
             .collect::<Result<Vec<_>, _>>()?;
+        let salt = match raw.salt {
+            Some(table) => Some(salt_from_raw(table, path, env)?),
+            None => None,
+        };
+        if let (None, Some(i)) = (&salt, probes.iter().position(|p| p.salt.is_some())) {
+            return Err(ConfigError::invalid(
+                path,
+                format!("probe[{i}].salt_job"),
+                "needs a [salt] table (the Salt API server that runs the job)",
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
@@ -276,6 +291,7 @@ impl Config {
             probes,
             metrics,
             notify,
+            salt,
         })
     }
 

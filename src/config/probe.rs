@@ -54,6 +54,8 @@ pub struct ProbeConfig {
     pub enabled: bool,
     /// `remediation = "stop-start" | "hard-reboot"` (the latter on OpenStack only).
     pub remediation: Remediation,
+    /// The Salt soft step tried before any power action, if configured.
+    pub salt: Option<SaltStep>,
 }
 
 /// Probe defaults (see the README for the reasoning behind each).
@@ -156,6 +158,7 @@ pub(crate) fn probe_from_raw(
         }
     };
     let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
+    let salt = salt_step_from_raw(p.salt_job, p.salt_target, p.salt_timeout, i, path)?;
     let cfg = ProbeConfig {
         cloud,
         instance: InstanceId(instance.0),
@@ -171,6 +174,7 @@ pub(crate) fn probe_from_raw(
         window: dur(p.window, d::WINDOW),
         enabled: p.enabled.unwrap_or(true),
         remediation,
+        salt,
     };
     if cfg.failures == 0 {
         return Err(ConfigError::invalid(

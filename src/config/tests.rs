@@ -68,6 +68,7 @@ fn the_shipped_example_parses() {
         ("ntfy_url", "https://ntfy.sh/dynwall-Xq7r9Tz2\n"),
         ("ntfy_token", "tk_example\n"),
         ("openstack_home_secret", "appcred-secret\n"),
+        ("salt_api_token", "csp-api-token\n"),
         (
             "healthchecks_url",
             "https://hc-ping.com/5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278\n",
@@ -82,6 +83,7 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
     assert_eq!(cfg.probes[0].address, None);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+    assert!(cfg.probes[0].salt.is_some() && cfg.salt.is_some());
     assert_eq!(
         cfg.metrics.unwrap().listen.to_string(),
         crate::config::EXAMPLE_LISTEN
