@@ -621,3 +621,33 @@ async fn a_409_for_a_task_in_flight_is_asked_again_at_a_later_poll() {
     let log = stop_daemon(daemon).await;
     assert!(log.contains("image_snapshot"), "{log}");
 }
+
+#[tokio::test]
+async fn an_ip_change_in_a_running_daemon_costs_four_calls() {
+    let w = OsWorld::v3().await;
+    let daemon = spawn_daemon(&w.config(), &[]);
+    eventually(Duration::from_secs(15), "the first read", || {
+        w.sim.calls(Op::ShowGroup) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = w.sim.requests().len();
+    w.set_ip(NEW_IP);
+    eventually(Duration::from_secs(20), "the read-back", || {
+        w.sim.requests()[before..]
+            .iter()
+            .filter(|r| r.op == Op::ShowGroup)
+            .count()
+            >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ops: Vec<Op> = w.sim.requests()[before..].iter().map(|r| r.op).collect();
+    eprintln!("API calls for an IP change in a running daemon: {ops:?}");
+    assert_eq!(
+        ops,
+        [Op::ShowGroup, Op::CreateRule, Op::DeleteRule, Op::ShowGroup],
+        "read, create, delete, read back: the token and the group lookup are reused"
+    );
+    stop_daemon(daemon).await;
+}
