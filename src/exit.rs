@@ -128,7 +128,8 @@ fn provider_code(p: &ProviderError) -> Code {
         ProviderError::Quota { .. } => Code::TempFail,
         ProviderError::Transport { .. } | ProviderError::Unavailable { .. } => Code::Unavailable,
         ProviderError::Cancelled { .. } => Code::Ok,
-        ProviderError::UnknownInstances { .. } => Code::Config,
+        ProviderError::UnknownInstances { .. } | ProviderError::Config { .. } => Code::Config,
+        ProviderError::Busy { .. } => Code::TempFail,
         ProviderError::Api { .. }
         | ProviderError::Malformed { .. }
         | ProviderError::NotFound { .. } => Code::Failure,

@@ -212,24 +212,32 @@ impl Config {
             None => None,
         };
         let mut openstack = BTreeMap::new();
+        let mut openstack_names = Vec::new();
         if !raw.openstack.is_empty() {
             let cwd = std::env::current_dir().ok();
             let search = clouds::SearchPath::standard(env, cwd.as_deref());
             for (name, table) in raw.openstack {
-                let cloud = openstack_from_raw(&name, table, path, env, &search)?;
-                openstack.insert(cloud.name.clone(), cloud);
+                openstack_names.push(CloudName(name.clone()));
+                if let Some(cloud) = openstack_or_unread(&name, table, path, env, &search)? {
+                    openstack.insert(cloud.name.clone(), cloud);
+                }
             }
         }
 
+        let clouds = CloudSet::new(indigo.is_some(), openstack_names.iter());
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
         for (i, fw) in raw.firewall.into_iter().enumerate() {
-            let fw = firewall_from_raw(fw, i, path)?;
+            let fw = firewall_from_raw(fw, i, path, &clouds)?;
             if !seen.insert((fw.cloud.clone(), fw.id.clone())) {
+                let (key, what) = match clouds.kind(&fw.cloud) {
+                    Some(CloudKind::OpenStack) => ("security_group", "security group"),
+                    _ => ("template", "template"),
+                };
                 return Err(ConfigError::invalid(
                     path,
-                    format!("firewall[{i}].template"),
-                    format!("template {} is listed twice", fw.id),
+                    format!("firewall[{i}].{key}"),
+                    format!("{what} {} is listed twice", fw.id),
                 ));
             }
             firewalls.push(fw);
@@ -237,7 +245,7 @@ impl Config {
         let mut probes = Vec::with_capacity(raw.probe.len());
         let mut seen = BTreeSet::new();
         for (i, p) in raw.probe.into_iter().enumerate() {
-            let p = probe_from_raw(p, i, path)?;
+            let p = probe_from_raw(p, i, path, &clouds)?;
             if !seen.insert((p.cloud.clone(), p.instance.clone())) {
                 return Err(ConfigError::invalid(
                     path,

@@ -260,6 +260,10 @@ impl fmt::Debug for RawOpenStack {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFirewall {
+    /// The cloud the firewall belongs to (optional with exactly one cloud).
+    pub cloud: Option<String>,
+    /// OpenStack: the security group, by name (unique in the project) or id.
+    pub security_group: Option<String>,
     pub template: Option<Id>,
     pub instances: Option<Vec<Id>>,
     pub protocol: Option<String>,
@@ -272,6 +276,10 @@ pub struct RawFirewall {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
+    /// The cloud the instance belongs to (optional with exactly one cloud).
+    pub cloud: Option<String>,
+    /// `stop-start` (default) or, on OpenStack, `hard-reboot`.
+    pub remediation: Option<String>,
     pub instance: Option<Id>,
     pub address: Option<String>,
     pub check: Option<String>,

@@ -67,6 +67,7 @@ fn the_shipped_example_parses() {
     for (file, content) in [
         ("ntfy_url", "https://ntfy.sh/dynwall-Xq7r9Tz2\n"),
         ("ntfy_token", "tk_example\n"),
+        ("openstack_home_secret", "appcred-secret\n"),
         ("salt_api_token", "csp-api-token\n"),
         (
             "healthchecks_url",
@@ -89,6 +90,12 @@ fn the_shipped_example_parses() {
     );
     let kinds: Vec<&str> = cfg.notify.iter().map(|n| n.kind.name()).collect();
     assert_eq!(kinds, ["ntfy", "healthchecks", "webhook"]);
+    assert_eq!(cfg.openstack.len(), 1);
+    assert_eq!(cfg.firewalls[1].id, FirewallId("ssh-from-home".into()));
+    assert_eq!(
+        cfg.probes[1].remediation,
+        crate::config::Remediation::HardReboot
+    );
     assert_eq!(cfg.notify[0].label(), "notify[0] ntfy https://ntfy.sh/***");
 }
 

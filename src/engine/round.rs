@@ -37,10 +37,7 @@ struct Lists {
 
 impl Lists {
     fn find(&self, p: &ProbeConfig) -> Option<&Instance> {
-        self.fetched
-            .get(&p.cloud)?
-            .iter()
-            .find(|i| i.id == p.instance)
+        crate::provider::find_instance(self.fetched.get(&p.cloud)?, &p.instance)
     }
 }
 
@@ -108,7 +105,7 @@ impl Engine {
     /// The address of `p` from the last instance list of its cloud.
     fn listed_target(&self, p: &ProbeConfig) -> Option<SocketAddr> {
         let (_, list) = self.rt.lists.get(&p.cloud)?;
-        let ip = list.iter().find(|i| i.id == p.instance)?.ip?;
+        let ip = crate::provider::find_instance(list, &p.instance)?.ip?;
         Some(SocketAddr::new(ip, DEFAULT_PROBE_PORT))
     }
 

@@ -172,6 +172,7 @@ pub(crate) mod testkit {
             max_actions: 3,
             window: Duration::from_secs(24 * 3600),
             enabled: true,
+            remediation: crate::config::Remediation::StopStart,
             salt: None,
         }
     }
