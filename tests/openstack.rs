@@ -166,13 +166,40 @@ async fn check_prints_the_plan_per_cloud_and_dry_run_writes_nothing() {
     );
     assert!(t.contains(&format!("delete the rule for {OLD_IP}")), "{t}");
     assert!(t.contains("cloud home"), "{t}");
+    let plan: Vec<&str> = t.lines().filter_map(|l| l.strip_prefix("plan: ")).collect();
+    let before = w.sim.requests().len();
     let out = run(&cfg, &["--once", "--dry-run"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // The same lines as check, in the order they would be carried out: create, then delete.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let would: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("would change "))
+        .collect();
+    assert_eq!(would, plan, "{}", text(&out));
+    assert_eq!(would.len(), 2, "{}", text(&out));
     assert!(
-        text(&out).contains("would change on cloud home (creating the new rules first")
-            && text(&out).contains(NEW_IP),
+        would[0].starts_with(&format!(
+            "cloud home: security group {GROUP}: create ingress tcp 22 from {NEW_IP}/32"
+        )),
         "{}",
         text(&out)
+    );
+    assert!(
+        would[1].starts_with(&format!(
+            "cloud home: security group {GROUP}: then delete the rule for {OLD_IP} ("
+        )),
+        "{}",
+        text(&out)
+    );
+    let ops: Vec<Op> = w.sim.requests()[before..].iter().map(|r| r.op).collect();
+    assert!(ops.contains(&Op::ShowGroup), "the group is read: {ops:?}");
+    assert!(
+        !ops.iter().any(|o| matches!(
+            o,
+            Op::CreateRule | Op::DeleteRule | Op::UpdateRule | Op::ServerAction
+        )),
+        "a dry run writes nothing: {ops:?}"
     );
     assert!(w.writes().is_empty());
     assert!(w.sim.actions().is_empty());
