@@ -9,7 +9,7 @@ mod os;
 use std::time::Duration;
 
 use common::*;
-use dynwall_sim::openstack::{Fault, Op, VmState};
+use dynwall_sim::openstack::{Fault, Op, ServerSpec, VmState};
 use os::*;
 
 #[tokio::test]
@@ -676,5 +676,52 @@ async fn an_ip_change_in_a_running_daemon_costs_four_calls() {
         [Op::ShowGroup, Op::CreateRule, Op::DeleteRule, Op::ShowGroup],
         "read, create, delete, read back: the token and the group lookup are reused"
     );
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test]
+async fn a_probe_finds_a_server_named_with_spaces() {
+    let w = OsWorld::with(
+        v3_builder().server(
+            ServerSpec::new("web 1")
+                .fixed_ipv4("10.0.0.7")
+                .security_group(GROUP),
+        ),
+        false,
+    )
+    .await;
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        "",
+        &format!(
+            "{}{}",
+            OsWorld::firewall_table(),
+            w.probe_table("web 1", &[])
+        ),
+    );
+    assert!(std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("instance = \"web 1\""));
+    let out = run(&cfg, &["check"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!text(&out).contains("probe web 1:"), "{}", text(&out));
+
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        w.record("web 1")["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_responsive("web 1", false);
+    eventually(
+        Duration::from_secs(40),
+        "os-stop, os-start, healthy",
+        || {
+            w.actions("web 1") == ["os-stop", "os-start"]
+                && w.record("web 1")["remediation"].is_null()
+                && w.record("web 1")["consecutive_failures"] == 0
+        },
+    )
+    .await;
+    assert!(w.actions("vps1").is_empty() && w.actions("vps2").is_empty());
     stop_daemon(daemon).await;
 }
