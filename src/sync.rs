@@ -160,6 +160,30 @@ pub fn describe(plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
         .collect()
 }
 
+/// A per-rule cloud's plan in the order it is carried out: every create, then every delete.
+/// For `check` and `--dry-run`.
+pub fn describe_per_rule(plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
+    let what = format!("cloud {}: security group {}", fw.cloud, fw.id);
+    let proto = fw.protocol.to_ascii_lowercase();
+    plan.add
+        .iter()
+        .map(|net| {
+            format!(
+                "{what}: create ingress {proto} {} from {}/{}",
+                fw.port,
+                net.addr(),
+                net.prefix_len()
+            )
+        })
+        .chain(plan.remove.iter().map(|r| {
+            format!(
+                "{what}: then delete the rule for {} ({})",
+                r.source, r.handle.0
+            )
+        }))
+        .collect()
+}
+
 /// The configured instances of `fw` that the provider does not know. Pure.
 pub fn missing_instances(fw: &FirewallConfig, known: &BTreeSet<InstanceId>) -> Vec<InstanceId> {
     fw.instances

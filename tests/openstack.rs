@@ -9,7 +9,7 @@ mod os;
 use std::time::Duration;
 
 use common::*;
-use dynwall_sim::openstack::{Fault, Op, VmState};
+use dynwall_sim::openstack::{Fault, Op, ServerSpec, VmState};
 use os::*;
 
 #[tokio::test]
@@ -166,13 +166,40 @@ async fn check_prints_the_plan_per_cloud_and_dry_run_writes_nothing() {
     );
     assert!(t.contains(&format!("delete the rule for {OLD_IP}")), "{t}");
     assert!(t.contains("cloud home"), "{t}");
+    let plan: Vec<&str> = t.lines().filter_map(|l| l.strip_prefix("plan: ")).collect();
+    let before = w.sim.requests().len();
     let out = run(&cfg, &["--once", "--dry-run"]).await;
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // The same lines as check, in the order they would be carried out: create, then delete.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let would: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("would change "))
+        .collect();
+    assert_eq!(would, plan, "{}", text(&out));
+    assert_eq!(would.len(), 2, "{}", text(&out));
     assert!(
-        text(&out).contains("would change on cloud home (creating the new rules first")
-            && text(&out).contains(NEW_IP),
+        would[0].starts_with(&format!(
+            "cloud home: security group {GROUP}: create ingress tcp 22 from {NEW_IP}/32"
+        )),
         "{}",
         text(&out)
+    );
+    assert!(
+        would[1].starts_with(&format!(
+            "cloud home: security group {GROUP}: then delete the rule for {OLD_IP} ("
+        )),
+        "{}",
+        text(&out)
+    );
+    let ops: Vec<Op> = w.sim.requests()[before..].iter().map(|r| r.op).collect();
+    assert!(ops.contains(&Op::ShowGroup), "the group is read: {ops:?}");
+    assert!(
+        !ops.iter().any(|o| matches!(
+            o,
+            Op::CreateRule | Op::DeleteRule | Op::UpdateRule | Op::ServerAction
+        )),
+        "a dry run writes nothing: {ops:?}"
     );
     assert!(w.writes().is_empty());
     assert!(w.sim.actions().is_empty());
@@ -649,5 +676,52 @@ async fn an_ip_change_in_a_running_daemon_costs_four_calls() {
         [Op::ShowGroup, Op::CreateRule, Op::DeleteRule, Op::ShowGroup],
         "read, create, delete, read back: the token and the group lookup are reused"
     );
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test]
+async fn a_probe_finds_a_server_named_with_spaces() {
+    let w = OsWorld::with(
+        v3_builder().server(
+            ServerSpec::new("web 1")
+                .fixed_ipv4("10.0.0.7")
+                .security_group(GROUP),
+        ),
+        false,
+    )
+    .await;
+    let cfg = w.config_with(
+        "interval = \"1s\"",
+        "",
+        &format!(
+            "{}{}",
+            OsWorld::firewall_table(),
+            w.probe_table("web 1", &[])
+        ),
+    );
+    assert!(std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("instance = \"web 1\""));
+    let out = run(&cfg, &["check"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!text(&out).contains("probe web 1:"), "{}", text(&out));
+
+    let daemon = spawn_daemon(&cfg, &[]);
+    eventually(Duration::from_secs(15), "a healthy probe", || {
+        w.record("web 1")["last_ok_at"].is_u64()
+    })
+    .await;
+    w.sim.set_responsive("web 1", false);
+    eventually(
+        Duration::from_secs(40),
+        "os-stop, os-start, healthy",
+        || {
+            w.actions("web 1") == ["os-stop", "os-start"]
+                && w.record("web 1")["remediation"].is_null()
+                && w.record("web 1")["consecutive_failures"] == 0
+        },
+    )
+    .await;
+    assert!(w.actions("vps1").is_empty() && w.actions("vps2").is_empty());
     stop_daemon(daemon).await;
 }

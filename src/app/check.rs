@@ -9,32 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ip::print_resolutions;
 use super::*;
-use crate::config::FirewallConfig;
 use crate::ids::InstanceId;
-use crate::provider::{find_instance, Instance, Plan};
-
-/// A per-rule cloud's plan in the order it is carried out: every create, then every delete.
-fn per_rule_plan(plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
-    let what = format!("cloud {}: security group {}", fw.cloud, fw.id);
-    let proto = fw.protocol.to_ascii_lowercase();
-    plan.add
-        .iter()
-        .map(|net| {
-            format!(
-                "{what}: create ingress {proto} {} from {}/{}",
-                fw.port,
-                net.addr(),
-                net.prefix_len()
-            )
-        })
-        .chain(plan.remove.iter().map(|r| {
-            format!(
-                "{what}: then delete the rule for {} ({})",
-                r.source, r.handle.0
-            )
-        }))
-        .collect()
-}
+use crate::provider::{find_instance, Instance};
 
 pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
@@ -141,14 +117,8 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
             }
             continue;
         }
-        if cfg.openstack.contains_key(&fw.cloud) {
-            for l in per_rule_plan(&plan, fw) {
-                let _ = writeln!(out, "plan: {l}");
-            }
-        } else {
-            for l in sync::describe(&plan, fw) {
-                let _ = writeln!(out, "plan: {l}");
-            }
+        for l in provider.describe_plan(&plan, fw) {
+            let _ = writeln!(out, "plan: {l}");
         }
         if let Some(why) = &current.unwritable {
             let _ = writeln!(out, "firewall {}: refusing to write it: {why}", fw.id);

@@ -272,18 +272,6 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
         for (i, r) in outcomes {
             let fw = &engine.config.firewalls[*i];
             let _ = match r {
-                Ok(FirewallOutcome::WouldUpdate(lines))
-                    if engine.config.openstack.contains_key(&fw.cloud) =>
-                {
-                    lines.iter().try_for_each(|l| {
-                        writeln!(
-                            out,
-                            "would change on cloud {} (creating the new rules first, then \
-                             deleting the stale ones) {l}",
-                            fw.cloud
-                        )
-                    })
-                }
                 Ok(FirewallOutcome::WouldUpdate(lines)) => lines
                     .iter()
                     .try_for_each(|l| writeln!(out, "would change {l}")),

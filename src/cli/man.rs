@@ -247,7 +247,8 @@ Which home address to keep: "ipv4", "ipv6" or "both".
 As for [[firewall]].
 .TP
 \fBinstance\fR
-The instance to keep alive (OpenStack: the server's id or unique name).
+The instance to keep alive (OpenStack: the server's id or unique name, which may hold inner
+spaces but no leading or trailing whitespace).
 .TP
 \fBremediation\fR (default "stop\-start")
 OpenStack: "hard\-reboot" sends one reboot HARD instead of os\-stop and os\-start.

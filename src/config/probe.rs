@@ -71,6 +71,33 @@ pub mod probe_defaults {
     pub const WINDOW: Duration = Duration::from_secs(24 * 3600);
 }
 
+/// A probe's instance as its cloud allows it. An Indigo id holds no whitespace (surrounding
+/// whitespace is dropped, as for every id). An OpenStack server may also be named, and a name
+/// may hold inner spaces (`"web 1"`), but neither leading or trailing whitespace nor control
+/// characters: those are typing mistakes, and matching them silently would miss the server.
+fn probe_instance(text: String, kind: CloudKind) -> Result<InstanceId, String> {
+    match kind {
+        CloudKind::Indigo => {
+            let t = text.trim();
+            if t.is_empty() || t.chars().any(char::is_whitespace) {
+                return Err(format!("invalid id {text:?}"));
+            }
+            Ok(InstanceId(t.to_string()))
+        }
+        CloudKind::OpenStack => {
+            if text.trim().is_empty() {
+                Err("empty: name the server by id or by name".to_string())
+            } else if text.chars().any(char::is_control) {
+                Err(format!("{text:?} holds a control character"))
+            } else if text.trim() != text {
+                Err(format!("{text:?} has leading or trailing whitespace"))
+            } else {
+                Ok(InstanceId(text))
+            }
+        }
+    }
+}
+
 pub(crate) fn probe_from_raw(
     p: raw::RawProbe,
     i: usize,
@@ -106,6 +133,8 @@ pub(crate) fn probe_from_raw(
     let instance = p
         .instance
         .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
+    let instance = probe_instance(instance.0, kind)
+        .map_err(|r| ConfigError::invalid(path, key("instance"), r))?;
     let address = match p.address {
         None => None,
         Some(a) => Some(
@@ -161,7 +190,7 @@ pub(crate) fn probe_from_raw(
     let salt = salt_step_from_raw(p.salt_job, p.salt_target, p.salt_timeout, i, path)?;
     let cfg = ProbeConfig {
         cloud,
-        instance: InstanceId(instance.0),
+        instance,
         address,
         check,
         interval: dur(p.interval, d::INTERVAL),

@@ -280,7 +280,7 @@ pub struct RawProbe {
     pub cloud: Option<String>,
     /// `stop-start` (default) or, on OpenStack, `hard-reboot`.
     pub remediation: Option<String>,
-    pub instance: Option<Id>,
+    pub instance: Option<InstanceText>,
     pub address: Option<String>,
     pub check: Option<String>,
     pub url: Option<String>,
@@ -478,6 +478,36 @@ impl<'de> Deserialize<'de> for Id {
                     return Err(E::custom(format!("invalid id {v:?}")));
                 }
                 Ok(Id(t.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A probe's instance as written: an id (a number or a string) or, on OpenStack, a server
+/// name, which may hold spaces. The cloud decides what it allows (`probe_from_raw`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceText(pub String);
+
+impl<'de> Deserialize<'de> for InstanceText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = InstanceText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id, as a number or a string, or a server name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<InstanceText, E> {
+                if v <= 0 {
+                    return Err(E::custom(format!("invalid id {v}: must be positive")));
+                }
+                Ok(InstanceText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<InstanceText, E> {
+                Ok(InstanceText(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<InstanceText, E> {
+                Ok(InstanceText(v.to_string()))
             }
         }
         d.deserialize_any(V)

@@ -119,8 +119,8 @@ async fn sync_one(
         tracing::debug!(firewall = %fw.id, "firewall in sync");
         return Ok(FirewallOutcome::InSync);
     }
-    let mut lines = sync::describe(&plan, fw);
     if dry_run {
+        let mut lines = provider.describe_plan(&plan, fw);
         if let Some(why) = &before.unwritable {
             lines.push(format!("firewall {}: would be refused: {why}", fw.id));
         }
@@ -141,5 +141,5 @@ async fn sync_one(
         firewall: fw.id.to_string(),
         mismatch,
     })?;
-    Ok(FirewallOutcome::Updated(lines))
+    Ok(FirewallOutcome::Updated(sync::describe(&plan, fw)))
 }

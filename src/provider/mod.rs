@@ -264,6 +264,12 @@ pub trait Firewalls: Send + Sync {
         plan: &Plan,
         facts: &mut CloudFacts,
     ) -> Result<(), ProviderError>;
+
+    /// `plan` as [`Firewalls::apply`] would carry it out, one line per change, for `check` and
+    /// `--dry-run`.
+    fn describe_plan(&self, plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
+        crate::sync::describe(plan, fw)
+    }
 }
 
 /// Listing instances and changing their power state.

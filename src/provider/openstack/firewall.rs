@@ -217,6 +217,11 @@ impl OpenStackClient {
 
 #[async_trait]
 impl Firewalls for OpenStackClient {
+    /// Every create, then every delete: the order `apply` follows.
+    fn describe_plan(&self, plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
+        crate::sync::describe_per_rule(plan, fw)
+    }
+
     async fn read_firewall(&self, fw: &FirewallConfig) -> Result<FirewallSnapshot, ProviderError> {
         let owned = owned_rules(fw)?;
         let group = self.resolve_group(fw).await?;
