@@ -2,10 +2,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::*;
-mod entries;
-mod errors;
 
 use crate::provider::openstack::keystone::IdentityVersion;
+
+mod entries;
+mod errors;
 
 /// A config directory with its own clouds.yaml and secure.yaml, found first on the search path.
 struct Dir {
