@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{shift, wall_now, Clock};
 use crate::ids::{CloudName, FirewallId, InstanceId};
+use crate::notify::{DeliveryFailure, FailureStreak};
 use crate::probe::record::InstanceRecord;
+use crate::resolver::SourceMemory;
 
 /// Current format version of `state.json` (1: one cloud, keyed by id alone).
 pub const VERSION: u32 = 2;
@@ -45,6 +47,38 @@ pub struct State {
     /// Per cloud: its firewalls, instances and remembered facts.
     pub clouds: BTreeMap<CloudName, CloudState>,
     pub last_cycle: Option<CycleRecord>,
+    /// The current run of failed cycles (`failing` is sent once down and once on recovery,
+    /// also across `--once` runs).
+    #[serde(skip_serializing_if = "is_default")]
+    pub failing: FailureStreak,
+    /// The last notification that could not be delivered (shown by `status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_notification_error: Option<DeliveryFailure>,
+    /// The IP sources already reported failing (so that cron runs say persistent trouble once).
+    #[serde(skip_serializing_if = "SourceMemory::is_empty")]
+    pub sources: SourceMemory,
+    /// The last remediation step taken, finished or failed (shown by `status` and `STATUS=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_remediation: Option<LastRemediation>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The last remediation event, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRemediation {
+    /// When it happened (process seconds in memory, wall seconds on disk).
+    pub at: u64,
+    pub cloud: CloudName,
+    pub instance: InstanceId,
+    /// `salt_job`, `stop`, `forcestop`, `start`, `hard_reboot`.
+    pub step: String,
+    /// `requested`, `done`, `failed`.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// What dynwall remembers about one cloud.
@@ -156,6 +190,10 @@ impl State {
         if let Some(c) = s.last_cycle.as_mut() {
             c.finished_at = t(c.finished_at);
             c.last_success_at = c.last_success_at.map(t);
+        }
+        s.failing.since = s.failing.since.map(t);
+        if let Some(r) = s.last_remediation.as_mut() {
+            r.at = t(r.at);
         }
         s
     }
