@@ -357,7 +357,7 @@ impl StateStore {
         let path = self.dir.join(STATE_FILE);
         let state = match read(&path)? {
             Loaded::Missing => State::fresh(),
-            Loaded::Ok(s) => s,
+            Loaded::Ok(s) => *s,
             Loaded::Corrupt(reason) => {
                 let aside = self
                     .dir
@@ -403,7 +403,7 @@ fn encode(state: &State, path: &Path) -> Result<Vec<u8>, StateError> {
 
 enum Loaded {
     Missing,
-    Ok(State),
+    Ok(Box<State>),
     Corrupt(String),
 }
 
@@ -414,7 +414,7 @@ fn read(path: &Path) -> Result<Loaded, StateError> {
         Err(e) => return Err(io(path)(e)),
     };
     Ok(match migrate::parse(&bytes) {
-        Ok(s) => Loaded::Ok(s),
+        Ok(s) => Loaded::Ok(Box::new(s)),
         Err(reason) => Loaded::Corrupt(reason),
     })
 }
@@ -439,7 +439,10 @@ pub fn read_unlocked(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         .map(|d| d.as_secs());
     match read(&path)? {
         Loaded::Missing => Ok(None),
-        Loaded::Ok(state) => Ok(Some(Snapshot { state, heartbeat })),
+        Loaded::Ok(state) => Ok(Some(Snapshot {
+            state: *state,
+            heartbeat,
+        })),
         Loaded::Corrupt(reason) => Err(StateError::Io {
             path,
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
