@@ -556,6 +556,50 @@ mod tests {
         assert_eq!(store.load(&clock()).unwrap(), State::fresh());
     }
 
+    #[tokio::test]
+    async fn what_the_watch_remembers_survives_a_restart_and_is_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let c = clock();
+        let fresh = store.load(&c).unwrap();
+        store.save(&fresh, &c).await.unwrap();
+        let text = fs::read_to_string(tmp.path().join(STATE_FILE)).unwrap();
+        for absent in [
+            "failing",
+            "last_notification_error",
+            "sources",
+            "last_remediation",
+        ] {
+            assert!(!text.contains(absent), "{absent} in a fresh file: {text}");
+        }
+        let mut s = fresh.clone();
+        s.failing.observe(Err("no usable public address"), 100);
+        s.sources.record(
+            crate::net::Family::Ipv4,
+            "http https://api.ipify.org/",
+            Some("HTTP status 503"),
+        );
+        s.last_notification_error = Some(DeliveryFailure {
+            at: 7,
+            notifier: "notify[0] ntfy https://ntfy.sh/***".into(),
+            event: "failing".into(),
+            attempts: 4,
+            error: "cannot connect to ntfy.sh:443: connection refused".into(),
+        });
+        s.last_remediation = Some(LastRemediation {
+            at: 90,
+            cloud: CloudName::indigo(),
+            instance: InstanceId("616516".into()),
+            step: "stop".into(),
+            outcome: "requested".into(),
+            reason: Some("connection refused".into()),
+        });
+        // Each of them is news for the file.
+        assert_ne!(s.durable(), fresh.durable());
+        store.save(&s, &c).await.unwrap();
+        assert_eq!(store.load(&c).unwrap(), s);
+    }
+
     #[test]
     fn the_durable_view_ignores_heartbeats_and_probe_counters() {
         let mut a = State::fresh();
