@@ -69,7 +69,12 @@ pub enum Command {
         instance: String,
     },
     /// Run a self-contained demonstration against a built-in simulator on loopback.
-    Demo,
+    Demo {
+        /// The simulated cloud: Indigo, an OpenStack cloud (Keystone v3), or a SkyAtlas-like
+        /// cloud (Keystone v2.0).
+        #[arg(long, value_enum, default_value_t = DemoCloud::Indigo)]
+        cloud: DemoCloud,
+    },
     /// Print a shell completion script to stdout (for packages and shell start-up files).
     Completions {
         /// The shell to complete for.
@@ -101,6 +106,15 @@ pub fn try_parse_from(
 }
 
 /// How log lines look.
+/// The cloud `dynwall demo` simulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DemoCloud {
+    #[default]
+    Indigo,
+    Openstack,
+    Skyatlas,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Plain text; without timestamps and colour when stderr is the systemd journal.

@@ -1,4 +1,5 @@
-//! `dynwall demo`: the whole story on loopback, against the built-in Indigo simulator.
+//! `dynwall demo`: the whole story on loopback, against the built-in Indigo simulator (or, with
+//! `--cloud openstack|skyatlas`, the OpenStack one: see [`openstack`]).
 //!
 //! Starts the simulator and two fake "what is my IP" sources, runs the real daemon loop against
 //! them, changes the home address and shows the SSH rule being rewritten while every other rule
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::DemoCloud;
 use crate::config::{Config, ProcessEnv};
 use crate::engine::{Clouds, Engine, Setup};
 use crate::exit::{AppError, Code};
@@ -75,8 +77,18 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<Duration
     Ok(start.elapsed())
 }
 
-/// Runs the demonstration; exits 0 when every step happened as described.
-pub async fn run() -> Result<Code, AppError> {
+mod openstack;
+
+/// Runs the demonstration on `cloud`; exits 0 when every step happened as described.
+pub async fn run(cloud: DemoCloud) -> Result<Code, AppError> {
+    match cloud {
+        DemoCloud::Indigo => indigo().await,
+        DemoCloud::Openstack => openstack::run(false).await,
+        DemoCloud::Skyatlas => openstack::run(true).await,
+    }
+}
+
+async fn indigo() -> Result<Code, AppError> {
     let setup = |e: std::io::Error| AppError::Setup(format!("demo: {e}"));
     let sim = IndigoSim::builder()
         .credentials("demo-key", "demo-secret")

@@ -130,7 +130,8 @@ fn provider_code(p: &ProviderError) -> Code {
         ProviderError::Html { page, .. } if page.is_transient() => Code::Unavailable,
         ProviderError::Html { .. } => Code::Failure,
         ProviderError::Cancelled { .. } => Code::Ok,
-        ProviderError::UnknownInstances { .. } => Code::Config,
+        ProviderError::UnknownInstances { .. } | ProviderError::Config { .. } => Code::Config,
+        ProviderError::Busy { .. } => Code::TempFail,
         ProviderError::Api { .. }
         | ProviderError::Malformed { .. }
         | ProviderError::NotFound { .. } => Code::Failure,

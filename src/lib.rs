@@ -15,6 +15,7 @@
 //! - [`provider`]: the [`provider::Provider`] contract (firewalls read, classified and changed by
 //!   a plan; instances listed and powered along a ladder), the shared HTTP layer
 //!   ([`provider::http`], [`provider::token`]) and the Indigo client.
+//! - [`salt`]: the Salt soft step's client (a saved job run before any power action).
 //! - [`sync`]: the pure plan (keep / add / remove) and the read-back check.
 //! - [`probe`]: probes, the persisted instance records, the pure decision and remediation ladder.
 //! - [`engine`]: IP checks, sync jobs and probe rounds over named clouds, on fresh facts.
@@ -47,6 +48,7 @@ pub mod notify;
 pub mod probe;
 pub mod provider;
 pub mod resolver;
+pub mod salt;
 pub mod scheduler;
 pub mod secret;
 pub mod signals;

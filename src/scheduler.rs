@@ -32,6 +32,8 @@ pub struct Rebuilt {
     pub config: Arc<Config>,
     pub resolvers: ResolverSet,
     pub clouds: Clouds,
+    /// The Salt soft step's client (`None` without a `[salt]` table).
+    pub soft: Option<Arc<dyn crate::salt::SoftCure>>,
 }
 
 /// The pause before the next attempt. Pure: `jitter` is a sample in [-1, 1].
@@ -156,6 +158,7 @@ pub async fn run(
                         }
                         engine.reconfigure(r.config, r.resolvers, r.clouds);
                         engine.reconfigure_watch().await;
+                        engine.set_soft_cure(r.soft);
                         tracing::info!("configuration reloaded");
                         next_check = Instant::now();
                         failures = 0;

@@ -9,7 +9,32 @@ use tokio_util::sync::CancellationToken;
 
 use super::ip::print_resolutions;
 use super::*;
+use crate::config::FirewallConfig;
 use crate::ids::InstanceId;
+use crate::provider::{find_instance, Instance, Plan};
+
+/// A per-rule cloud's plan in the order it is carried out: every create, then every delete.
+fn per_rule_plan(plan: &Plan, fw: &FirewallConfig) -> Vec<String> {
+    let what = format!("cloud {}: security group {}", fw.cloud, fw.id);
+    let proto = fw.protocol.to_ascii_lowercase();
+    plan.add
+        .iter()
+        .map(|net| {
+            format!(
+                "{what}: create ingress {proto} {} from {}/{}",
+                fw.port,
+                net.addr(),
+                net.prefix_len()
+            )
+        })
+        .chain(plan.remove.iter().map(|r| {
+            format!(
+                "{what}: then delete the rule for {} ({})",
+                r.source, r.handle.0
+            )
+        }))
+        .collect()
+}
 
 pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
@@ -33,21 +58,19 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
 
     // Every instance the config names must exist: firewall assignments (a write would
     // unassign an unknown one) and probes (an unknown one can never be remediated).
-    let mut known: BTreeMap<CloudName, BTreeSet<InstanceId>> = BTreeMap::new();
+    let mut listed: BTreeMap<CloudName, Vec<Instance>> = BTreeMap::new();
     for (name, provider) in clouds.iter() {
-        let ids = provider
-            .list_instances()
-            .await?
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
-        known.insert(name.clone(), ids);
+        listed.insert(name.clone(), provider.list_instances().await?);
     }
+    let known: BTreeMap<CloudName, BTreeSet<InstanceId>> = listed
+        .iter()
+        .map(|(c, list)| (c.clone(), list.iter().map(|i| i.id.clone()).collect()))
+        .collect();
     let _ = writeln!(out, "credentials: accepted");
     for (index, p) in cfg.probes.iter().enumerate() {
-        if known
+        if listed
             .get(&p.cloud)
-            .is_some_and(|ids| !ids.contains(&p.instance))
+            .is_some_and(|list| find_instance(list, &p.instance).is_none())
         {
             let e = AppError::UnknownProbeInstance {
                 path: cfg.path.clone(),
@@ -118,8 +141,14 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
             }
             continue;
         }
-        for l in sync::describe(&plan, fw) {
-            let _ = writeln!(out, "plan: {l}");
+        if cfg.openstack.contains_key(&fw.cloud) {
+            for l in per_rule_plan(&plan, fw) {
+                let _ = writeln!(out, "plan: {l}");
+            }
+        } else {
+            for l in sync::describe(&plan, fw) {
+                let _ = writeln!(out, "plan: {l}");
+            }
         }
         if let Some(why) = &current.unwritable {
             let _ = writeln!(out, "firewall {}: refusing to write it: {why}", fw.id);
@@ -132,5 +161,69 @@ pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
             );
         }
     }
+    code = code.worst(check_salt(&cfg, &mut out).await);
     Ok(code)
+}
+
+/// The soft steps: the Salt server authenticates, and every probe's saved job and target
+/// group exist. Nothing is run.
+async fn check_salt(cfg: &Config, out: &mut impl Write) -> Code {
+    let Some(salt) = cfg.salt.as_ref() else {
+        return Code::Ok;
+    };
+    let client = match crate::salt::SaltClient::new(salt, CancellationToken::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "salt: {e}");
+            return Code::Failure;
+        }
+    };
+    let mut code = Code::Ok;
+    for (i, p) in cfg.probes.iter().enumerate() {
+        let Some(step) = &p.salt else {
+            continue;
+        };
+        let found = match client.job_name(&step.job).await {
+            Ok(job) => client.target_name(&step.target).await.map(|t| (job, t)),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok((Some(job), Some(target))) => {
+                let _ = writeln!(
+                    out,
+                    "probe {}: salt job {} ({job}) on target {} ({target}), waited for up to {}",
+                    p.instance,
+                    step.job,
+                    step.target,
+                    humantime::format_duration(step.timeout)
+                );
+            }
+            Ok((job, _)) => {
+                let (key, uuid) = if job.is_none() {
+                    ("salt_job", &step.job)
+                } else {
+                    ("salt_target", &step.target)
+                };
+                let _ =
+                    writeln!(
+                    out,
+                    "{}: probe[{i}].{key}: the Salt server has no {} {uuid} (or the token may not \
+                     see it)",
+                    cfg.path.display(),
+                    if job.is_none() { "saved job" } else { "target group" },
+                );
+                code = code.worst(Code::Config);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "probe {}: {e}", p.instance);
+                let failed = match &e {
+                    crate::salt::SaltError::Http(p) if p.is_auth() => Code::NoPerm,
+                    _ => Code::Unavailable,
+                };
+                code = code.worst(failed);
+                break;
+            }
+        }
+    }
+    code
 }

@@ -14,6 +14,7 @@ use crate::exit::{AppError, Code};
 use crate::ids::CloudName;
 use crate::net::Family;
 use crate::provider::indigo::IndigoClient;
+use crate::provider::openstack::OpenStackClient;
 use crate::provider::Provider;
 use crate::resolver::{family_name, Resolution, ResolverSet, Verdict};
 use crate::scheduler::{self, Rebuilt};
@@ -60,9 +61,9 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
         (Some(Command::Reset { instance }), ..) => reset(&path, instance),
         #[cfg(feature = "demo")]
-        (Some(Command::Demo), ..) => crate::demo::run().await,
+        (Some(Command::Demo { cloud }), ..) => crate::demo::run(*cloud).await,
         #[cfg(not(feature = "demo"))]
-        (Some(Command::Demo), ..) => {
+        (Some(Command::Demo { .. }), ..) => {
             eprintln!("dynwall: this build has no demo (it was built without the `demo` feature)");
             return Code::Usage;
         }
@@ -89,30 +90,55 @@ fn print(bytes: &[u8]) -> Result<Code, AppError> {
     }
 }
 
-/// Builds the clouds the config names (Indigo today). A cloud whose connection settings are
-/// unchanged since `previous` keeps its client, with its token and quota budget (a reload).
+/// Builds the clouds the config names: `[indigo]` and every `[openstack.NAME]`. A cloud whose
+/// connection settings are unchanged since `previous` keeps its client, with its token and quota
+/// budget (a reload).
 pub fn build_clouds(
     cfg: &Config,
     shutdown: CancellationToken,
     previous: Option<(&Config, &Clouds)>,
 ) -> Result<Clouds, AppError> {
-    let Some(indigo_cfg) = cfg.indigo.as_ref() else {
-        return Err(AppError::Setup(format!(
-            "{}: this build serves only the [indigo] cloud, and the config has none",
-            cfg.path.display()
-        )));
-    };
-    let indigo = CloudName::indigo();
-    if let Some(old) = previous
-        .filter(|(old, _)| old.indigo.as_ref() == Some(indigo_cfg))
-        .and_then(|(_, clouds)| clouds.get(&indigo))
-    {
-        return Ok(Clouds::new().with(indigo, old.clone()));
+    let mut clouds = Clouds::new();
+    if let Some(indigo_cfg) = cfg.indigo.as_ref() {
+        let indigo = CloudName::indigo();
+        let kept = previous
+            .filter(|(old, _)| old.indigo.as_ref() == Some(indigo_cfg))
+            .and_then(|(_, clouds)| clouds.get(&indigo).cloned());
+        let provider: Arc<dyn Provider> = match kept {
+            Some(old) => old,
+            None => Arc::new(
+                IndigoClient::new(indigo_cfg, shutdown.clone())
+                    .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?,
+            ),
+        };
+        clouds = clouds.with(indigo, provider);
     }
-    let client = IndigoClient::new(indigo_cfg, shutdown)
-        .map_err(|e| AppError::Setup(format!("cannot build the Indigo client: {e}")))?;
-    let provider: Arc<dyn Provider> = Arc::new(client);
-    Ok(Clouds::new().with(indigo, provider))
+    for (name, os_cfg) in &cfg.openstack {
+        let kept = previous
+            .filter(|(old, _)| old.openstack.get(name) == Some(os_cfg))
+            .and_then(|(_, clouds)| clouds.get(name).cloned());
+        let provider: Arc<dyn Provider> = match kept {
+            Some(old) => old,
+            None => Arc::new(OpenStackClient::new(os_cfg, shutdown.clone()).map_err(|e| {
+                AppError::Setup(format!("cannot build the client of cloud {name}: {e}"))
+            })?),
+        };
+        clouds = clouds.with(name.clone(), provider);
+    }
+    Ok(clouds)
+}
+
+/// Builds the client of the Salt soft step when the config has a `[salt]` table.
+pub fn build_soft_cure(
+    cfg: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<Arc<dyn crate::salt::SoftCure>>, AppError> {
+    let Some(salt) = cfg.salt.as_ref() else {
+        return Ok(None);
+    };
+    let client = crate::salt::SaltClient::new(salt, shutdown)
+        .map_err(|e| AppError::Setup(format!("cannot build the Salt client: {e}")))?;
+    Ok(Some(Arc::new(client)))
 }
 
 fn build_resolvers(cfg: &Config) -> Result<ResolverSet, AppError> {
@@ -130,7 +156,10 @@ fn prepare(path: &Path, dry_run: bool, shutdown: &CancellationToken) -> Result<E
     let store = StateStore::open(&cfg.daemon.state_dir)?;
     let resolvers = build_resolvers(&cfg)?;
     let clouds = build_clouds(&cfg, shutdown.clone(), None)?;
-    Engine::new(Setup::new(cfg, resolvers, clouds, store, dry_run))
+    let soft = build_soft_cure(&cfg, shutdown.clone())?;
+    let mut engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, dry_run))?;
+    engine.set_soft_cure(soft);
+    Ok(engine)
 }
 
 async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
@@ -155,6 +184,7 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
         Ok(Rebuilt {
             resolvers: build_resolvers(&config)?,
             clouds: build_clouds(&config, rebuild_shutdown.clone(), Some((old, clouds)))?,
+            soft: build_soft_cure(&config, rebuild_shutdown.clone())?,
             config,
         })
     };
@@ -246,6 +276,18 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
         for (i, r) in outcomes {
             let fw = &engine.config.firewalls[*i];
             let _ = match r {
+                Ok(FirewallOutcome::WouldUpdate(lines))
+                    if engine.config.openstack.contains_key(&fw.cloud) =>
+                {
+                    lines.iter().try_for_each(|l| {
+                        writeln!(
+                            out,
+                            "would change on cloud {} (creating the new rules first, then \
+                             deleting the stale ones) {l}",
+                            fw.cloud
+                        )
+                    })
+                }
                 Ok(FirewallOutcome::WouldUpdate(lines)) => lines
                     .iter()
                     .try_for_each(|l| writeln!(out, "would change {l}")),

@@ -103,6 +103,39 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             p.max_actions,
             humantime::format_duration(p.window),
         );
+        if let Some(s) = &r.soft {
+            let _ = writeln!(
+                out,
+                "instance {}: salt job {} running since {}; the power cycle follows if it does not cure it",
+                p.instance,
+                s.job,
+                ago(s.started_at)
+            );
+        }
+        if let Some(o) = &r.last_soft {
+            let run = o
+                .jid
+                .as_ref()
+                .map_or(String::new(), |j| format!(" (run {j})"));
+            let _ = if o.cured {
+                writeln!(
+                    out,
+                    "instance {}: recovered by salt job {}{run} {}, with no power action",
+                    p.instance,
+                    o.job,
+                    ago(o.at)
+                )
+            } else {
+                writeln!(
+                    out,
+                    "instance {}: salt job {}{run} did not cure it {}: {}",
+                    p.instance,
+                    o.job,
+                    ago(o.at),
+                    o.detail
+                )
+            };
+        }
         if let Some(t) = r.actions.last() {
             let _ = writeln!(out, "instance {}: last remediation {}", p.instance, ago(*t));
         }

@@ -185,14 +185,53 @@ The credentials, inline or from files (surrounding whitespace trimmed; relative 
 relative to the config). Else the systemd credentials \fIindigo_api_key\fR and
 \fIindigo_api_secret\fR, else the environment (see ENVIRONMENT). Read only by the commands that
 call the API: \fBrun\fR, \fB\-\-once\fR and \fBcheck\fR.
+.SS [openstack.NAME]
+An OpenStack cloud named NAME (several may be configured, beside [indigo] or instead of it).
+.TP
+\fBcloud\fR
+Start from this entry of a clouds.yaml on openstacksdk's search path, secure.yaml merged; the
+keys below override it. Without \fBcloud\fR and \fBauth_url\fR: the OS_* variables of an openrc.
+.TP
+\fBauth_url\fR, \fBauth_type\fR
+Keystone (".../v3", ".../v2.0" or unversioned); "password", "v3applicationcredential" or
+"v2password" (default: from the keys given).
+.TP
+\fBapplication_credential_id\fR or \fBapplication_credential_name\fR, \fBapplication_credential_secret\fR or \fBapplication_credential_secret_file\fR
+An application credential (recommended); the secret also from the systemd credential
+\fIopenstack_NAME_application_credential_secret\fR.
+.TP
+\fBusername\fR or \fBuser_id\fR, \fBuser_domain_name\fR or \fBuser_domain_id\fR, \fBpassword\fR or \fBpassword_file\fR
+A password user; the password also from the systemd credential \fIopenstack_NAME_password\fR.
+.TP
+\fBproject_name\fR or \fBproject_id\fR, \fBproject_domain_name\fR or \fBproject_domain_id\fR
+The project a password token is scoped to.
+.TP
+\fBtenant_id\fR or \fBtenant_name\fR
+v2password (SkyAtlas): the tenant.
+.TP
+\fBregion_name\fR, \fBinterface\fR (default "public")
+Catalog endpoint selection; the region is required when a service is in several regions.
+.TP
+\fBallow_insecure_http\fR (default false)
+Let credentials travel over plain http to a non\-loopback host; each authentication then warns.
+.TP
+\fBtimeout\fR (default "30s")
+Per request.
 .SS [[firewall]]
 .TP
-\fBtemplate\fR
+\fBcloud\fR (needed only with several clouds)
+"indigo", or the NAME of an [openstack.NAME] table.
+.TP
+\fBtemplate\fR (Indigo)
 The firewall template id.
 .TP
-\fBinstances\fR
+\fBinstances\fR (Indigo)
 Every instance the template is assigned to: the API replaces the assignments with this list on
 each update, and dynwall refuses to write when an id does not exist.
+.TP
+\fBsecurity_group\fR (OpenStack)
+The security group, by name (unique in the project) or id. dynwall owns its ingress rules with
+this protocol and port and a remote IP prefix; new rules are created before stale ones are deleted.
 .TP
 \fBprotocol\fR (default "TCP"), \fBport\fR (default "22")
 dynwall owns the inbound rules of type Custom with this protocol and port, and only those.
@@ -204,8 +243,14 @@ Other addresses or networks to keep allowed on that port.
 Which home address to keep: "ipv4", "ipv6" or "both".
 .SS [[probe]]
 .TP
+\fBcloud\fR (needed only with several clouds)
+As for [[firewall]].
+.TP
 \fBinstance\fR
-The instance to keep alive.
+The instance to keep alive (OpenStack: the server's id or unique name).
+.TP
+\fBremediation\fR (default "stop\-start")
+OpenStack: "hard\-reboot" sends one reboot HARD instead of os\-stop and os\-start.
 .TP
 \fBaddress\fR (default: the instance's address from the API, port 22)
 What to probe, as address:port.

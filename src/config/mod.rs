@@ -13,6 +13,7 @@ mod openstack;
 mod probe;
 pub mod raw;
 mod resolver;
+mod salt;
 mod secrets;
 
 pub use crate::secret::Secret;
@@ -24,6 +25,7 @@ pub use notify::*;
 pub use openstack::*;
 pub use probe::*;
 pub use resolver::*;
+pub use salt::*;
 pub(crate) use secrets::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -148,6 +150,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// `[[notify]]`: webhooks, ntfy topics and healthchecks.io checks.
     pub notify: Vec<NotifyConfig>,
+    /// `[salt]`: the Salt API server of the probes' soft step.
+    pub salt: Option<SaltConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,24 +212,32 @@ impl Config {
             None => None,
         };
         let mut openstack = BTreeMap::new();
+        let mut openstack_names = Vec::new();
         if !raw.openstack.is_empty() {
             let cwd = std::env::current_dir().ok();
             let search = clouds::SearchPath::standard(env, cwd.as_deref());
             for (name, table) in raw.openstack {
-                let cloud = openstack_from_raw(&name, table, path, env, &search)?;
-                openstack.insert(cloud.name.clone(), cloud);
+                openstack_names.push(CloudName(name.clone()));
+                if let Some(cloud) = openstack_or_unread(&name, table, path, env, &search)? {
+                    openstack.insert(cloud.name.clone(), cloud);
+                }
             }
         }
 
+        let clouds = CloudSet::new(indigo.is_some(), openstack_names.iter());
         let mut firewalls = Vec::with_capacity(raw.firewall.len());
         let mut seen = BTreeSet::new();
         for (i, fw) in raw.firewall.into_iter().enumerate() {
-            let fw = firewall_from_raw(fw, i, path)?;
+            let fw = firewall_from_raw(fw, i, path, &clouds)?;
             if !seen.insert((fw.cloud.clone(), fw.id.clone())) {
+                let (key, what) = match clouds.kind(&fw.cloud) {
+                    Some(CloudKind::OpenStack) => ("security_group", "security group"),
+                    _ => ("template", "template"),
+                };
                 return Err(ConfigError::invalid(
                     path,
-                    format!("firewall[{i}].template"),
-                    format!("template {} is listed twice", fw.id),
+                    format!("firewall[{i}].{key}"),
+                    format!("{what} {} is listed twice", fw.id),
                 ));
             }
             firewalls.push(fw);
@@ -233,7 +245,7 @@ impl Config {
         let mut probes = Vec::with_capacity(raw.probe.len());
         let mut seen = BTreeSet::new();
         for (i, p) in raw.probe.into_iter().enumerate() {
-            let p = probe_from_raw(p, i, path)?;
+            let p = probe_from_raw(p, i, path, &clouds)?;
             if !seen.insert((p.cloud.clone(), p.instance.clone())) {
                 return Err(ConfigError::invalid(
                     path,
@@ -258,6 +270,17 @@ impl Config {
             .enumerate()
             .map(|(i, n)| notify_from_raw(n, i, path, env))
             .collect::<Result<Vec<_>, _>>()?;
+        let salt = match raw.salt {
+            Some(table) => Some(salt_from_raw(table, path, env)?),
+            None => None,
+        };
+        if let (None, Some(i)) = (&salt, probes.iter().position(|p| p.salt.is_some())) {
+            return Err(ConfigError::invalid(
+                path,
+                format!("probe[{i}].salt_job"),
+                "needs a [salt] table (the Salt API server that runs the job)",
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             daemon,
@@ -268,6 +291,7 @@ impl Config {
             probes,
             metrics,
             notify,
+            salt,
         })
     }
 

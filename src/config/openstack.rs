@@ -363,6 +363,29 @@ fn lower_layer(
     Ok(clouds::from_environment(env))
 }
 
+/// Like [`openstack_from_raw`]; but when loading skips secrets ([`Secrets::Skip`]: `ip`,
+/// `status`, `healthcheck`, `reset`, which never call a cloud API) a cloud whose settings come
+/// from outside the config (a clouds.yaml entry, `$OS_CLOUD` or the `OS_*` variables) that cannot
+/// be read or completed is `None`: its name still resolves entries, and the command runs.
+pub(crate) fn openstack_or_unread(
+    name: &str,
+    raw: raw::RawOpenStack,
+    path: &Path,
+    env: &dyn Env,
+    search: &SearchPath,
+) -> Result<Option<OpenStackConfig>, ConfigError> {
+    check_name(name).map_err(|r| ConfigError::invalid(path, format!("openstack.{name}"), r))?;
+    let outside = raw.cloud.is_some() || raw.auth_url.is_none();
+    match openstack_from_raw(name, raw, path, env, search) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if outside && env.secrets() == Secrets::Skip => {
+            tracing::debug!("cloud {name} left unread: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) fn openstack_from_raw(
     name: &str,
     raw: raw::RawOpenStack,

@@ -8,7 +8,7 @@ use reqwest::Url;
 
 use super::raw::{self, Dur};
 use super::*;
-use crate::ids::{CloudName, InstanceId};
+use crate::ids::InstanceId;
 
 /// How an instance is probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,16 @@ pub enum ProbeCheck {
         url: Url,
         expect_status: Option<u16>,
     },
+}
+
+/// What remediating an instance does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Remediation {
+    /// stop → (force step) → start: the default.
+    #[default]
+    StopStart,
+    /// One hard reboot (OpenStack `reboot HARD`) instead of stop … start.
+    HardReboot,
 }
 
 /// One probed instance.
@@ -42,6 +52,10 @@ pub struct ProbeConfig {
     pub max_actions: u32,
     pub window: Duration,
     pub enabled: bool,
+    /// `remediation = "stop-start" | "hard-reboot"` (the latter on OpenStack only).
+    pub remediation: Remediation,
+    /// The Salt soft step tried before any power action, if configured.
+    pub salt: Option<SaltStep>,
 }
 
 /// Probe defaults (see the README for the reasoning behind each).
@@ -61,9 +75,34 @@ pub(crate) fn probe_from_raw(
     p: raw::RawProbe,
     i: usize,
     path: &Path,
+    clouds: &CloudSet,
 ) -> Result<ProbeConfig, ConfigError> {
     use probe_defaults as d;
     let key = |k: &str| format!("probe[{i}].{k}");
+    let (cloud, kind) = clouds.pick(p.cloud.as_deref(), path, &key("cloud"))?;
+    let remediation = match (p.remediation.as_deref().map(str::trim), kind) {
+        (None | Some("stop-start"), _) => Remediation::StopStart,
+        (Some("hard-reboot"), CloudKind::OpenStack) => Remediation::HardReboot,
+        (Some("hard-reboot"), CloudKind::Indigo) => {
+            return Err(ConfigError::invalid(
+                path,
+                key("remediation"),
+                format!(
+                    "cloud {:?} is an Indigo cloud: \"hard-reboot\" belongs to OpenStack clouds",
+                    cloud.0
+                ),
+            ))
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::invalid(
+                path,
+                key("remediation"),
+                format!(
+                    "unknown remediation {other:?} (expected \"stop-start\" or \"hard-reboot\")"
+                ),
+            ))
+        }
+    };
     let instance = p
         .instance
         .ok_or_else(|| ConfigError::invalid(path, key("instance"), "missing"))?;
@@ -119,8 +158,9 @@ pub(crate) fn probe_from_raw(
         }
     };
     let dur = |v: Option<Dur>, def: Duration| v.map_or(def, |d| d.0);
+    let salt = salt_step_from_raw(p.salt_job, p.salt_target, p.salt_timeout, i, path)?;
     let cfg = ProbeConfig {
-        cloud: CloudName::indigo(),
+        cloud,
         instance: InstanceId(instance.0),
         address,
         check,
@@ -133,6 +173,8 @@ pub(crate) fn probe_from_raw(
         max_actions: p.max_actions.unwrap_or(d::MAX_ACTIONS),
         window: dur(p.window, d::WINDOW),
         enabled: p.enabled.unwrap_or(true),
+        remediation,
+        salt,
     };
     if cfg.failures == 0 {
         return Err(ConfigError::invalid(

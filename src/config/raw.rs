@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// `[[notify]]` tables.
     #[serde(default, deserialize_with = "tables")]
     pub notify: Vec<RawNotify>,
+    /// `[salt]`: the Salt API server of the probes' soft step; absent means none.
+    #[serde(default, deserialize_with = "optional_table")]
+    pub salt: Option<RawSalt>,
 }
 
 /// Deserializes `T` from a table only, never from an array of its fields in order.
@@ -257,6 +260,10 @@ impl fmt::Debug for RawOpenStack {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFirewall {
+    /// The cloud the firewall belongs to (optional with exactly one cloud).
+    pub cloud: Option<String>,
+    /// OpenStack: the security group, by name (unique in the project) or id.
+    pub security_group: Option<String>,
     pub template: Option<Id>,
     pub instances: Option<Vec<Id>>,
     pub protocol: Option<String>,
@@ -269,6 +276,10 @@ pub struct RawFirewall {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
+    /// The cloud the instance belongs to (optional with exactly one cloud).
+    pub cloud: Option<String>,
+    /// `stop-start` (default) or, on OpenStack, `hard-reboot`.
+    pub remediation: Option<String>,
     pub instance: Option<Id>,
     pub address: Option<String>,
     pub check: Option<String>,
@@ -283,6 +294,44 @@ pub struct RawProbe {
     pub max_actions: Option<u32>,
     pub window: Option<Dur>,
     pub enabled: Option<bool>,
+    /// The soft step: a saved Salt job (uuid) run on a target group (uuid) before any power
+    /// action, waited for at most `salt_timeout`.
+    pub salt_job: Option<String>,
+    pub salt_target: Option<String>,
+    pub salt_timeout: Option<Dur>,
+}
+
+/// The `[salt]` table: the cloud API (`csp_url` and the API token) or an on-premises server
+/// (`username`, the password and `config_name`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalt {
+    pub server: Option<String>,
+    pub csp_url: Option<String>,
+    pub api_token: Option<String>,
+    pub api_token_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub config_name: Option<String>,
+    pub timeout: Option<Dur>,
+}
+
+impl fmt::Debug for RawSalt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RawSalt")
+            .field("server", &self.server)
+            .field("csp_url", &self.csp_url)
+            .field("api_token", &mask(&self.api_token))
+            .field("api_token_file", &self.api_token_file)
+            .field("username", &self.username)
+            .field("password", &mask(&self.password))
+            .field("password_file", &self.password_file)
+            .field("config_name", &self.config_name)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -67,6 +67,8 @@ fn the_shipped_example_parses() {
     for (file, content) in [
         ("ntfy_url", "https://ntfy.sh/dynwall-Xq7r9Tz2\n"),
         ("ntfy_token", "tk_example\n"),
+        ("openstack_home_secret", "appcred-secret\n"),
+        ("salt_api_token", "csp-api-token\n"),
         (
             "healthchecks_url",
             "https://hc-ping.com/5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278\n",
@@ -81,12 +83,19 @@ fn the_shipped_example_parses() {
     assert_eq!(cfg.probes[0].check, ProbeCheck::Ssh);
     assert_eq!(cfg.probes[0].address, None);
     assert_eq!(cfg.probes[0].window, Duration::from_secs(86_400));
+    assert!(cfg.probes[0].salt.is_some() && cfg.salt.is_some());
     assert_eq!(
         cfg.metrics.unwrap().listen.to_string(),
         crate::config::EXAMPLE_LISTEN
     );
     let kinds: Vec<&str> = cfg.notify.iter().map(|n| n.kind.name()).collect();
     assert_eq!(kinds, ["ntfy", "healthchecks", "webhook"]);
+    assert_eq!(cfg.openstack.len(), 1);
+    assert_eq!(cfg.firewalls[1].id, FirewallId("ssh-from-home".into()));
+    assert_eq!(
+        cfg.probes[1].remediation,
+        crate::config::Remediation::HardReboot
+    );
     assert_eq!(cfg.notify[0].label(), "notify[0] ntfy https://ntfy.sh/***");
 }
 

@@ -8,6 +8,7 @@
 //! - `drive`: the remediation executor (each step on disk, each stop in the owed-start journal,
 //!   before it is sent) and owed starts.
 //! - `gates`: invariant 6, and the fresh facts checked right before any power action.
+//! - `soft`: the Salt soft step tried before a power ladder begins.
 //!
 //! Frugal by design: an unchanged address with a recent confirmation costs no API call; a
 //! healthy fleet costs no API call; the state file is rewritten only when something durable
@@ -19,6 +20,7 @@ mod drive;
 mod gates;
 pub mod job;
 pub mod round;
+mod soft;
 mod watching;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -166,6 +168,8 @@ pub struct Engine {
     pub dry_run: bool,
     pub clock: Clock,
     prober: Arc<dyn Prober>,
+    /// The Salt soft step's client, when a `[salt]` table is configured.
+    soft: Option<Arc<dyn crate::salt::SoftCure>>,
     /// The durable part and the whole of the state as last saved.
     saved: (State, State),
     pub(crate) rt: Runtime,
@@ -206,6 +210,7 @@ impl Engine {
             dry_run,
             clock,
             prober,
+            soft: None,
             rt: Runtime::default(),
             job: None,
             events_tx,

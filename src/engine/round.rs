@@ -37,10 +37,7 @@ struct Lists {
 
 impl Lists {
     fn find(&self, p: &ProbeConfig) -> Option<&Instance> {
-        self.fetched
-            .get(&p.cloud)?
-            .iter()
-            .find(|i| i.id == p.instance)
+        crate::provider::find_instance(self.fetched.get(&p.cloud)?, &p.instance)
     }
 }
 
@@ -102,13 +99,13 @@ impl Engine {
             .map(|(_, c)| c.call_bound())
             .max()
             .unwrap_or_default();
-        2 * probe + bound * calls
+        2 * probe + bound * calls + self.soft_bound()
     }
 
     /// The address of `p` from the last instance list of its cloud.
     fn listed_target(&self, p: &ProbeConfig) -> Option<SocketAddr> {
         let (_, list) = self.rt.lists.get(&p.cloud)?;
-        let ip = list.iter().find(|i| i.id == p.instance)?.ip?;
+        let ip = crate::provider::find_instance(list, &p.instance)?.ip?;
         Some(SocketAddr::new(ip, DEFAULT_PROBE_PORT))
     }
 
@@ -422,6 +419,9 @@ impl Engine {
             given_up: false,
             needs_operator: false,
         };
+        if !self.dry_run {
+            self.resume_soft(p, &mut item).await?;
+        }
         let rec = self
             .state
             .instance(&p.cloud, id)
@@ -474,7 +474,10 @@ impl Engine {
             }
             item.decision = decision.clone();
             self.say(p, &decision, &rec);
+            self.say_soft(p, &decision, &rec);
             let n = rec.consecutive_failures;
+            let cured = decision == Decision::Remediate && self.soft_first(p, &mut item).await?;
+            let decision = if cured { Decision::Healthy } else { decision };
             let now = self.clock.now();
             match decision {
                 Decision::GivenUp if !rec.given_up => {
@@ -540,7 +543,8 @@ impl Engine {
                 humantime::format_duration(p.window)),
             Decision::GivenUp | Decision::NeedsOperator | Decision::InProgress => {}
             Decision::Remediate => tracing::info!(instance = %id,
-                "instance {id}: down after {n} failed probes ({why}); stopping"),
+                "instance {id}: down after {n} failed probes ({why}); {}",
+                if p.salt.is_some() && !rec.soft_tried { "trying its salt job first" } else { "stopping" }),
         }
     }
 }

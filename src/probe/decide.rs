@@ -28,6 +28,7 @@ pub fn observe(rec: &mut InstanceRecord, ok: bool, error: Option<String>, now: u
         }
         rec.incident_acted = false;
         rec.given_up = false;
+        rec.soft_tried = false;
     } else {
         rec.last_error = Some(error.unwrap_or_else(|| "probe failed".to_string()));
         if !rec.in_grace(now) {
@@ -63,6 +64,7 @@ pub fn reset(rec: &mut InstanceRecord) {
     rec.actions.clear();
     rec.backoff_until = None;
     rec.consecutive_failures = 0;
+    rec.soft_tried = false;
 }
 
 /// Pause after the `n`-th remediation within the window (n ≥ 1): `base × 2^(n-1)`, capped at

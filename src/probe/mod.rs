@@ -25,7 +25,7 @@ use crate::provider::PowerAction;
 
 pub use check::{run_check, ProbeFailure};
 pub use decide::{decide, observe, reset, Decision, Gates, HoldReason, ListNeed};
-pub use record::{InstanceRecord, Remediation, Step};
+pub use record::{InstanceRecord, Remediation, SoftOutcome, SoftStep, Step};
 
 /// Port probed when the address comes from the instance list.
 pub const DEFAULT_PROBE_PORT: u16 = 22;
@@ -172,6 +172,8 @@ pub(crate) mod testkit {
             max_actions: 3,
             window: Duration::from_secs(24 * 3600),
             enabled: true,
+            remediation: crate::config::Remediation::StopStart,
+            salt: None,
         }
     }
 }

@@ -73,6 +73,34 @@ pub struct Remediation {
     pub issued: bool,
 }
 
+/// A soft step (a saved Salt job) in flight, persisted before the job is asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftStep {
+    /// When the step began: it ends `salt_timeout` later at the latest, crash or not.
+    pub started_at: u64,
+    /// The saved job's uuid.
+    pub job: String,
+    /// The run's id once the server accepted the job; `None` until then (after a crash before
+    /// the answer, whether the job runs is unknown: it is not asked for again).
+    #[serde(default)]
+    pub jid: Option<String>,
+}
+
+/// How the last soft step ended (shown by `status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftOutcome {
+    /// When it ended.
+    pub at: u64,
+    pub job: String,
+    #[serde(default)]
+    pub jid: Option<String>,
+    /// The instance answered its probe afterwards: no power action was needed.
+    pub cured: bool,
+    /// Why it did not cure the instance (empty when it did).
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// What dynwall remembers about one probed instance, persisted in the state file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -105,6 +133,13 @@ pub struct InstanceRecord {
     /// A remediation that could not finish within its overall deadline: an operator should look
     /// (shown by `status`, cleared by `dynwall reset`). No new remediation until then.
     pub needs_operator: Option<String>,
+    /// The soft step in flight, if any.
+    pub soft: Option<SoftStep>,
+    /// A soft step was tried in this incident (at most one per incident); cleared when the
+    /// instance answers a probe again or the operator resets it.
+    pub soft_tried: bool,
+    /// How the last soft step ended.
+    pub last_soft: Option<SoftOutcome>,
 }
 
 impl InstanceRecord {
@@ -144,6 +179,12 @@ impl InstanceRecord {
             rem.started_at = s(rem.started_at);
             rem.step = rem.step.at(s(rem.step.since()));
         }
+        if let Some(soft) = r.soft.as_mut() {
+            soft.started_at = s(soft.started_at);
+        }
+        if let Some(o) = r.last_soft.as_mut() {
+            o.at = s(o.at);
+        }
         r
     }
 
@@ -163,6 +204,12 @@ impl InstanceRecord {
         if let Some(rem) = self.remediation.as_mut() {
             event(&mut rem.started_at);
             rem.step = rem.step.at(rem.step.since().min(now));
+        }
+        if let Some(soft) = self.soft.as_mut() {
+            event(&mut soft.started_at);
+        }
+        if let Some(o) = self.last_soft.as_mut() {
+            event(&mut o.at);
         }
         if let Some(g) = self.grace_until.as_mut() {
             *g = (*g).min(now.saturating_add(secs(grace)));

@@ -47,6 +47,13 @@ pub enum ProviderError {
     /// template's assignments with the list sent). Nothing was written.
     #[error("instance {} not found", missing.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", "))]
     UnknownInstances { missing: Vec<InstanceId> },
+    /// The cloud's answer shows the configuration must change (an ambiguous name, a catalog
+    /// without a usable endpoint): exit 78.
+    #[error("{op}: {reason}")]
+    Config { op: &'static str, reason: String },
+    /// The object is busy with a task the provider will not interrupt; asked again later.
+    #[error("{op}: {reason}")]
+    Busy { op: &'static str, reason: String },
     /// The request was abandoned because dynwall is shutting down.
     #[error("{op}: cancelled")]
     Cancelled { op: &'static str },
@@ -58,7 +65,9 @@ impl ProviderError {
         match self {
             ProviderError::Transport { failure, .. } => failure.is_transient(),
             ProviderError::Html { page, .. } => page.is_transient(),
-            ProviderError::Unavailable { .. } | ProviderError::Quota { .. } => true,
+            ProviderError::Unavailable { .. }
+            | ProviderError::Quota { .. }
+            | ProviderError::Busy { .. } => true,
             _ => false,
         }
     }

@@ -56,6 +56,9 @@ pub struct Request {
     pub json: Option<serde_json::Value>,
     /// Extra headers (e.g. microversion pins).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A form body (`application/x-www-form-urlencoded`), already encoded; it may hold a
+    /// secret (a CSP API token), so it is never printed.
+    pub form: Option<crate::secret::Secret>,
 }
 
 impl Request {
@@ -66,7 +69,14 @@ impl Request {
             url,
             json: None,
             headers: Vec::new(),
+            form: None,
         }
+    }
+
+    /// Sends `encoded` as a form body.
+    pub fn form(mut self, encoded: crate::secret::Secret) -> Request {
+        self.form = Some(encoded);
+        self
     }
 
     pub fn json(mut self, body: serde_json::Value) -> Request {
@@ -404,6 +414,14 @@ impl HttpClient {
         }
         if let Some(body) = &req.json {
             b = b.json(body);
+        }
+        if let Some(form) = &req.form {
+            b = b
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(form.expose().to_owned());
         }
         let started = Instant::now();
         self.requests.fetch_add(1, Ordering::Relaxed);

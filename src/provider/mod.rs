@@ -170,6 +170,19 @@ pub struct Instance {
     pub firewalls: Vec<FirewallId>,
 }
 
+/// The instance `wanted` names in `list`: the one with that id, else the only one with that
+/// name (OpenStack probes may name a server).
+pub fn find_instance<'a>(list: &'a [Instance], wanted: &InstanceId) -> Option<&'a Instance> {
+    if let Some(i) = list.iter().find(|i| &i.id == wanted) {
+        return Some(i);
+    }
+    let mut named = list.iter().filter(|i| i.name == wanted.0);
+    match (named.next(), named.next()) {
+        (Some(i), None) => Some(i),
+        _ => None,
+    }
+}
+
 /// Power operations the prober may request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -455,12 +455,11 @@ fn an_openrc_environment_serves_when_the_table_names_no_connection() {
 #[test]
 fn indigo_and_openstack_side_by_side() {
     let d = Dir::new();
-    let cfg = d
-        .parse(
-            &format!("[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n{PASSWORD_TABLE}"),
-            &[],
-        )
-        .unwrap();
+    // Two clouds: each entry names its own.
+    let text = format!(
+        "[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n{PASSWORD_TABLE}\n[[probe]]\ncloud = \"home\"\ninstance = \"vps1\"\n"
+    );
+    let cfg = Config::parse(&text, &d.path("dynwall.toml"), &d.env(&[])).unwrap();
     assert!(cfg.indigo.is_some());
     assert_eq!(
         cfg.openstack.keys().collect::<Vec<_>>(),
@@ -708,4 +707,71 @@ fn unknown_keys_are_errors() {
     );
     assert_eq!(key, "openstack.home.region");
     assert!(reason.starts_with("unknown key"), "{reason}");
+}
+
+#[test]
+fn commands_that_skip_secrets_tolerate_an_unreadable_clouds_yaml() {
+    let d = Dir::new();
+    std::fs::remove_file(d.path("clouds.yaml")).unwrap();
+    let text = "[openstack.home]\ncloud = \"mycloud\"\n\n[[firewall]]\nsecurity_group = \"ssh\"\n";
+    let path = d.path("dynwall.toml");
+    let env = d.env(&[]);
+    match Config::parse(text, &path, &env) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "openstack.home.cloud"),
+        other => panic!("{other:?}"),
+    }
+    let cfg = Config::parse(text, &path, &WithoutSecrets(&env)).unwrap();
+    assert!(cfg.openstack.is_empty());
+    assert_eq!(cfg.firewalls[0].cloud, CloudName("home".into()));
+    // A mistake in the table itself is still an error.
+    let bad = text.replace("[[firewall]]", "[[firewall]]\ntemplate = 5");
+    assert!(Config::parse(&bad, &path, &WithoutSecrets(&env)).is_err());
+}
+
+#[test]
+fn entries_pick_their_cloud_and_refuse_the_other_providers_keys() {
+    let d = Dir::new();
+    let os = "[openstack.home]\nauth_url = \"https://k.example/v3\"\napplication_credential_id = \"a\"\napplication_credential_secret = \"s\"\n";
+    let cfg = d
+        .parse(
+            &format!("{os}\n[[firewall]]\nsecurity_group = \"ssh\"\nport = 2222\n"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(cfg.firewalls[0].id.0, "ssh");
+    assert!(cfg.firewalls[0].instances.is_empty());
+    assert_eq!(cfg.probes[0].cloud, CloudName("home".into()));
+    assert_eq!(cfg.probes[0].remediation, Remediation::StopStart);
+    let (key, reason) = d.error(
+        &format!("{os}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n"),
+        &[],
+    );
+    assert_eq!(key, "probe[0].cloud");
+    assert!(
+        reason.contains("\"home\"") && reason.contains("\"indigo\""),
+        "{reason}"
+    );
+    let both = format!("{os}\n[indigo]\napi_key = \"k\"\napi_secret = \"s\"\n");
+    let text = format!(
+        "{both}\n[[firewall]]\ncloud = \"indigo\"\ntemplate = 1\ninstances = []\nsecurity_group = \"x\"\n[[probe]]\ncloud = \"indigo\"\ninstance = 1\n"
+    );
+    match Config::parse(&text, &d.path("dynwall.toml"), &d.env(&[])).unwrap_err() {
+        ConfigError::Invalid { key, reason, .. } => {
+            assert_eq!(key, "firewall[0].security_group");
+            assert!(reason.contains("OpenStack"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = format!(
+        "{both}\n[[probe]]\ncloud = \"indigo\"\ninstance = 1\nremediation = \"hard-reboot\"\n"
+    );
+    match Config::parse(&text, &d.path("dynwall.toml"), &d.env(&[])).unwrap_err() {
+        ConfigError::Invalid { key, .. } => assert_eq!(key, "probe[0].remediation"),
+        other => panic!("{other:?}"),
+    }
+    let text = format!(
+        "{both}\n[[probe]]\ncloud = \"home\"\ninstance = \"vps1\"\nremediation = \"hard-reboot\"\n"
+    );
+    let cfg = Config::parse(&text, &d.path("dynwall.toml"), &d.env(&[])).unwrap();
+    assert_eq!(cfg.probes[0].remediation, Remediation::HardReboot);
 }

@@ -5,6 +5,7 @@
 mod gates;
 mod quota;
 mod remediation;
+mod soft;
 mod time;
 
 use std::collections::{BTreeMap, HashMap};

@@ -8,11 +8,16 @@
 //! headers and body back to them.
 
 pub mod catalog;
+pub mod client;
 pub mod error;
+pub mod firewall;
 pub mod keystone;
 pub mod neutron;
 pub mod nova;
+pub mod power;
 mod wire;
+
+pub use client::OpenStackClient;
 
 pub use catalog::{Catalog, CatalogEndpoint, EndpointChoice, Interface, Service};
 pub use error::{ApiError, OpenStackError};
@@ -54,5 +59,7 @@ pub(crate) fn find_by_id_or_name<'a, T>(
     }
 }
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
