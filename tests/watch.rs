@@ -360,16 +360,24 @@ async fn a_dead_receiver_never_holds_up_a_cycle() {
         .await
         .expect("the first notification arrives");
     // … while cycles go on: two address changes are each written and verified.
-    w.set_ip(NEW_IP);
-    eventually(PATIENCE, "the first change written", || {
-        w.owned_sources() == [NEW_IP]
-    })
-    .await;
-    w.set_ip(OLD_IP);
-    eventually(PATIENCE, "the second change written", || {
-        w.owned_sources() == [OLD_IP]
-    })
-    .await;
+    let mut daemon = Some(daemon);
+    for ip in [NEW_IP, OLD_IP] {
+        w.set_ip(ip);
+        let written = tokio::time::timeout(PATIENCE, async {
+            while w.owned_sources() != [ip] {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if written.is_err() {
+            let log = match daemon.take() {
+                Some(d) => stop_daemon(d).await,
+                None => String::new(),
+            };
+            panic!("{ip} not written within {PATIENCE:?}; the daemon said:\n{log}");
+        }
+    }
+    let daemon = daemon.expect("the daemon still runs");
     // The one notifier sends in order: nothing after the hung request (or a retry of it, on a
     // slow box) was sent yet.
     let got: Vec<Value> = receiver.received().iter().map(Received::json).collect();
