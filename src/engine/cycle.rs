@@ -215,6 +215,9 @@ impl Engine {
             tracing::info!(
                 "the address changed while a sync was under way; syncing toward {home} instead"
             );
+            // The replaced job may have written already: its firewalls are read again.
+            let replaced: Vec<FwKey> = job.firewalls.iter().cloned().collect();
+            self.rt.resync.extend(replaced);
             self.abort_job();
         }
         let config = self.config.clone();
