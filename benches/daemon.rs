@@ -10,8 +10,12 @@
 //! - state-file replacements per hour.
 //!
 //! Run with `cargo bench --bench daemon` (about four minutes). `DYNWALL_BENCH_BIN=path` measures
-//! another build of the binary (e.g. one built with `--no-default-features`). Nothing here
-//! depends on the state file's format, so two releases are measured the same way.
+//! another build of the binary (e.g. one built with `--no-default-features`);
+//! `DYNWALL_BENCH_ONLY=memory` stops after the idle minute (memory and CPU per cycle only).
+//! Nothing here depends on the state file's format, so two releases are measured the same way.
+//!
+//! Idle memory is broken down as the kernel counts it: `RssAnon` (heap, stacks: what the
+//! process allocated) and `RssFile` (pages of the binary and libraries that were touched).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -279,12 +283,20 @@ async fn main() {
     let secs = idle.elapsed().as_secs_f64();
     let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let anon = proc_status_kib(pid, "RssAnon:").unwrap_or(0);
+    let file = proc_status_kib(pid, "RssFile:").unwrap_or(0);
+    let threads = proc_status_kib(pid, "Threads:").unwrap_or(0);
     let cycles = w.a.hits() - hits_start;
     let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
     println!(
         "idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)",
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
+    );
+    println!(
+        "  of which heap and stacks:     {:.2} MiB; binary pages: {:.2} MiB; {threads} threads",
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     println!(
         "CPU per unchanged cycle:        {:.3} ms ({} cycles at a 1 s interval)",
@@ -313,6 +325,9 @@ async fn main() {
     );
     let _ = child.kill().await;
     let _ = child.wait().await;
+    if std::env::var("DYNWALL_BENCH_ONLY").is_ok_and(|v| v == "memory") {
+        return;
+    }
 
     // A write waiting for quota: do IP checks and probe rounds go on meanwhile?
     let w = World::new().await;

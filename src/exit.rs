@@ -127,6 +127,8 @@ fn provider_code(p: &ProviderError) -> Code {
         ProviderError::Auth { .. } => Code::NoPerm,
         ProviderError::Quota { .. } => Code::TempFail,
         ProviderError::Transport { .. } | ProviderError::Unavailable { .. } => Code::Unavailable,
+        ProviderError::Html { page, .. } if page.is_transient() => Code::Unavailable,
+        ProviderError::Html { .. } => Code::Failure,
         ProviderError::Cancelled { .. } => Code::Ok,
         ProviderError::UnknownInstances { .. } | ProviderError::Config { .. } => Code::Config,
         ProviderError::Busy { .. } => Code::TempFail,

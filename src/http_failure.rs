@@ -79,10 +79,13 @@ impl HttpFailure {
         // hyper-util's connector wraps a resolver failure in an error that is not exported and
         // can only be told apart by its text, "dns error". The loopback test below pins it.
         if let Some(i) = links.iter().position(|l| l.to_string() == "dns error") {
-            let reason = if e.is_timeout() {
-                timed_out
-            } else {
-                deepest(&links[i..])
+            let hickory = links[i..]
+                .iter()
+                .find_map(|l| l.downcast_ref::<hickory_resolver::ResolveError>());
+            let reason = match hickory {
+                _ if e.is_timeout() => timed_out,
+                Some(h) => dns_reason(h),
+                None => deepest(&links[i..]),
             };
             return HttpFailure::Resolve {
                 host,
@@ -180,6 +183,32 @@ pub fn io_reason(e: &io::Error) -> String {
 /// in plain words: `name or service not known`.
 pub fn resolve_reason(e: &io::Error) -> String {
     tidy_resolve(&io_reason(e))
+}
+
+/// Why a name did not resolve, from the resolver reqwest and the STUN source use: the DNS
+/// answer in words (`no such domain`), not the query structure the resolver prints.
+pub fn dns_reason(e: &hickory_resolver::ResolveError) -> String {
+    if e.is_nx_domain() {
+        return "no such domain".to_string();
+    }
+    if e.is_no_records_found() {
+        return "the name has no address".to_string();
+    }
+    let Some(proto) = e.proto() else {
+        return cap(&e.to_string());
+    };
+    if proto.is_no_connections() {
+        return "no DNS server configured or reachable (see /etc/resolv.conf)".to_string();
+    }
+    match proto.kind() {
+        hickory_resolver::proto::ProtoErrorKind::Timeout => {
+            "the DNS servers did not answer in time".to_string()
+        }
+        hickory_resolver::proto::ProtoErrorKind::Io(io) => {
+            format!("cannot reach the DNS servers: {}", io_reason(io))
+        }
+        _ => cap(&proto.to_string()),
+    }
 }
 
 /// The chain of causes of `e`, `e` first. An `io::Error` that wraps another error hides it from

@@ -157,6 +157,7 @@ pub async fn run(
                             );
                         }
                         engine.reconfigure(r.config, r.resolvers, r.clouds);
+                        engine.reconfigure_watch().await;
                         engine.set_soft_cure(r.soft);
                         tracing::info!("configuration reloaded");
                         next_check = Instant::now();
@@ -215,14 +216,18 @@ pub async fn run(
         // After every check, round and sync report (not on the idle wake-ups that only feed the
         // watchdog).
         if worked {
-            let status = match &probe_line {
+            let mut status = match &probe_line {
                 Some(p) => format!("{}; {p}", engine.sync_status()),
                 None => engine.sync_status(),
             };
+            if let Some(r) = engine.last_remediation_line() {
+                status = format!("{status}; {r}");
+            }
             notifier.status(&status);
         }
     }
     notifier.stopping();
+    engine.close_watch(crate::notify::SHUTDOWN_GRACE).await;
     engine.shutdown().await;
     tracing::info!("stopped");
 }

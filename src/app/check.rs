@@ -15,7 +15,7 @@ use crate::provider::{find_instance, Instance};
 pub(super) async fn check(path: &Path) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
     let cfg = load(path)?;
-    let resolvers = build_resolvers(&cfg)?;
+    let resolvers = build_resolvers(&cfg)?.quiet();
     let clouds = build_clouds(&cfg, shutdown, None)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "config {}: valid", path.display());

@@ -166,7 +166,9 @@ async fn daemon(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     let shutdown = CancellationToken::new();
     let reload = crate::signals::install(shutdown.clone())
         .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
-    let engine = prepare(path, dry_run, &shutdown)?;
+    let mut engine = prepare(path, dry_run, &shutdown)?;
+    let watch = crate::watch::Watch::start(&engine.config, &shutdown).await?;
+    engine.set_watch(watch);
     tracing::info!(
         config = %path.display(),
         firewalls = engine.config.firewalls.len(),
@@ -198,6 +200,7 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
     let _reload = crate::signals::install(shutdown.clone())
         .map_err(|e| AppError::Setup(format!("cannot install signal handlers: {e}")))?;
     let mut engine = prepare(path, dry_run, &shutdown)?;
+    engine.set_watch(crate::watch::Watch::notifiers_only(&engine.config)?);
     let cycle = tokio::select! {
         biased;
         _ = shutdown.cancelled() => {
@@ -262,6 +265,7 @@ async fn once(path: &Path, dry_run: bool) -> Result<Code, AppError> {
             }
         }
     }
+    engine.close_watch(crate::notify::ONCE_GRACE).await;
     engine.shutdown().await;
     if dry_run {
         let mut out = std::io::stdout().lock();

@@ -151,6 +151,35 @@ pub(super) fn status(path: &Path, json: bool) -> Result<Code, AppError> {
             );
         }
     }
+    if let Some(r) = &st.last_remediation {
+        let _ = writeln!(
+            out,
+            "last remediation: instance {} ({}): {} {} {}{}",
+            r.instance,
+            r.cloud,
+            r.step,
+            r.outcome,
+            ago(r.at),
+            r.reason
+                .as_ref()
+                .map_or(String::new(), |why| format!(": {why}"))
+        );
+    }
+    if let Some(f) = &st.last_notification_error {
+        let _ = writeln!(out, "last notification error ({}): {f}", ago(f.at));
+    }
+    for (i, s) in st.sources.failing().iter().enumerate() {
+        if i == 0 {
+            let _ = writeln!(out, "IP sources failing:");
+        }
+        let _ = writeln!(
+            out,
+            "  {} ({}): {}",
+            s.source,
+            family_name(s.family),
+            s.reason
+        );
+    }
     for fw in &cfg.firewalls {
         let _ = match st.firewall(&fw.cloud, &fw.id) {
             Some(r) => writeln!(
@@ -180,24 +209,25 @@ fn last_cycle_end(snap: &state::Snapshot) -> u64 {
 pub(super) fn healthcheck(path: &Path) -> Result<Code, AppError> {
     let cfg = Config::load_without_secrets(path, &ProcessEnv)?;
     let verdict = match state::read_unlocked(&cfg.daemon.state_dir) {
-        Ok(Some(snap)) => match snap.state.last_cycle.clone() {
-            Some(c) => {
+        Ok(Some(snap)) => {
+            let last = snap.state.last_cycle.as_ref().map(|c| {
+                let interval = c.interval_secs.max(cfg.daemon.interval.as_secs());
                 let age = wall_now().saturating_sub(last_cycle_end(&snap));
-                let limit = 3 * c.interval_secs.max(cfg.daemon.interval.as_secs()).max(1);
-                if !c.ok {
-                    Err(format!(
-                        "last cycle failed: {}",
-                        c.error.unwrap_or_default()
-                    ))
-                } else if age > limit {
-                    Err(format!("last cycle finished {age}s ago (limit {limit}s)"))
-                } else {
-                    Ok(())
-                }
+                (
+                    crate::health::LastCycle {
+                        age: std::time::Duration::from_secs(age),
+                        ok: c.ok,
+                        error: c.error.as_deref(),
+                    },
+                    std::time::Duration::from_secs(interval),
+                )
+            });
+            match last {
+                Some((c, interval)) => crate::health::verdict(Some(c), interval),
+                None => crate::health::verdict(None, cfg.daemon.interval),
             }
-            None => Err("no cycle has finished yet".to_string()),
-        },
-        Ok(None) => Err("no cycle has finished yet".to_string()),
+        }
+        Ok(None) => crate::health::verdict(None, cfg.daemon.interval),
         Err(e) => Err(e.to_string()),
     };
     match verdict {

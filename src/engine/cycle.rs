@@ -85,6 +85,7 @@ impl Engine {
     /// Costs no API call itself.
     pub async fn check(&mut self) -> CheckReport {
         self.rt.check_requested = false;
+        self.watch.cycle_started();
         let mut resolutions = Vec::new();
         let mut home = Home::default();
         for family in self.config.tracked_families() {
@@ -97,8 +98,10 @@ impl Engine {
                     family_name(family)
                 ),
             }
+            self.watch.resolution(&resolution);
             resolutions.push((family, resolution));
         }
+        self.state.sources = self.resolvers.memory();
         self.rt.last_check = Some(LastCheck {
             at: self.clock.instant(),
             any_accepted: resolutions.iter().any(|(_, r)| r.any_accepted()),
@@ -117,6 +120,7 @@ impl Engine {
                 Some(old) => tracing::info!("public address changed: {old} → {ip}"),
                 None => tracing::info!("public address is {ip}"),
             }
+            self.watch.ip_changed(f, old, ip);
             match f {
                 Family::Ipv4 => self.state.last_ip = Some(ip),
                 Family::Ipv6 => self.state.last_ip6 = Some(ip),
@@ -211,6 +215,9 @@ impl Engine {
             tracing::info!(
                 "the address changed while a sync was under way; syncing toward {home} instead"
             );
+            // The replaced job may have written already: its firewalls are read again.
+            let replaced: Vec<FwKey> = job.firewalls.iter().cloned().collect();
+            self.rt.resync.extend(replaced);
             self.abort_job();
         }
         let config = self.config.clone();
@@ -339,8 +346,12 @@ impl Engine {
                     at,
                     result,
                     facts,
+                    update,
                 } = *report;
                 self.absorb_firewall(index, &fw, home, at, result, facts);
+                if let Some(update) = update {
+                    self.report_firewall(update);
+                }
                 if let Err(e) = self.save_if_durable().await {
                     tracing::error!("cannot save state: {e}");
                 }
@@ -497,6 +508,7 @@ impl Engine {
 
     /// Records the outcome of the cycle: a durable write when it changed, else the heartbeat.
     async fn record_cycle(&mut self, resolved: bool) {
+        self.report_cycle(self.cycle_error(resolved).as_deref());
         if self.dry_run {
             return;
         }

@@ -2,9 +2,11 @@
 //! instance, and starts an instance dynwall owes a start.
 
 use super::round::SLOW_POLL;
+use super::watching::{remediation_step, step_of};
 use super::{Engine, InstKey};
 use crate::config::ProbeConfig;
 use crate::exit::AppError;
+use crate::notify::RemediationOutcome;
 use crate::probe::record::secs;
 use crate::probe::remediate::{self, advance, deadline, Next, Outcome};
 use crate::probe::{InstanceReport, Step};
@@ -180,6 +182,16 @@ impl Engine {
                             }
                             self.save_now().await?;
                             item.actions.push(action);
+                            let reason = self
+                                .state
+                                .instance(&p.cloud, id)
+                                .and_then(|r| r.last_error.clone());
+                            self.report_remediation(
+                                p,
+                                step_of(action),
+                                RemediationOutcome::Requested,
+                                reason,
+                            );
                             tracing::debug!(instance = %id, %action,
                                 already = outcome == PowerOutcome::AlreadyInState,
                                 "instance {id}: {action} accepted");
@@ -199,6 +211,12 @@ impl Engine {
                 }
                 Next::Done => {
                     self.end(p, Outcome::Done).await?;
+                    self.report_remediation(
+                        p,
+                        remediation_step(&rem.step, &ladder),
+                        RemediationOutcome::Done,
+                        None,
+                    );
                     tracing::info!(instance = %id, took_secs = now.saturating_sub(rem.started_at),
                         "instance {id}: running again after {}s; grace {}",
                         now.saturating_sub(rem.started_at),
@@ -207,6 +225,12 @@ impl Engine {
                 }
                 Next::Failed(reason) => {
                     self.end(p, Outcome::Failed(reason.clone())).await?;
+                    self.report_remediation(
+                        p,
+                        remediation_step(&rem.step, &ladder),
+                        RemediationOutcome::Failed,
+                        Some(reason.clone()),
+                    );
                     tracing::error!(instance = %id, reason = %reason,
                         "instance {id}: remediation failed: {reason}; no further action until it \
                          answers a probe or the operator resets it");
@@ -214,6 +238,12 @@ impl Engine {
                 }
                 Next::Stuck(reason) => {
                     self.end(p, Outcome::Stuck(reason.clone())).await?;
+                    self.report_remediation(
+                        p,
+                        remediation_step(&rem.step, &ladder),
+                        RemediationOutcome::Failed,
+                        Some(reason.clone()),
+                    );
                     tracing::error!(instance = %id, reason = %reason,
                         "instance {id}: {reason}; it needs an operator (see `dynwall status`, \
                          then `dynwall reset {id}`)");

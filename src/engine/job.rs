@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::FirewallConfig;
 use crate::ids::CloudName;
+use crate::notify::FirewallUpdate;
 use crate::provider::{CloudFacts, Provider};
 use crate::sync::{self, Home, SyncError};
 
@@ -60,6 +61,8 @@ pub(crate) struct Report {
     pub result: Result<FirewallOutcome, SyncError>,
     /// The cloud's facts after this firewall.
     pub facts: CloudFacts,
+    /// What a verified write changed (for the `firewall_updated` notification).
+    pub update: Option<FirewallUpdate>,
 }
 
 /// What a job reports.
@@ -82,7 +85,8 @@ pub(crate) async fn run(spec: Spec, tx: UnboundedSender<Event>) {
     } = spec;
     for item in items {
         let cloud_facts = facts.entry(item.fw.cloud.clone()).or_default();
-        let result = sync_one(&item, &home, dry_run, cloud_facts).await;
+        let mut update = None;
+        let result = sync_one(&item, &home, dry_run, cloud_facts, &mut update).await;
         let event = Event::Firewall(Box::new(Report {
             generation,
             index: item.index,
@@ -91,6 +95,7 @@ pub(crate) async fn run(spec: Spec, tx: UnboundedSender<Event>) {
             at: Instant::now(),
             result,
             facts: cloud_facts.clone(),
+            update,
         }));
         if tx.send(event).is_err() {
             return;
@@ -100,12 +105,13 @@ pub(crate) async fn run(spec: Spec, tx: UnboundedSender<Event>) {
 }
 
 /// Reads one firewall, plans it toward `home` and, unless it is in sync, applies the plan and
-/// verifies the read-back.
+/// verifies the read-back; a verified write is described in `update`.
 async fn sync_one(
     item: &Item,
     home: &Home,
     dry_run: bool,
     facts: &mut CloudFacts,
+    update: &mut Option<FirewallUpdate>,
 ) -> Result<FirewallOutcome, SyncError> {
     let fw = &item.fw;
     let provider = item.provider.as_ref();
@@ -141,5 +147,14 @@ async fn sync_one(
         firewall: fw.id.to_string(),
         mismatch,
     })?;
+    *update = Some(FirewallUpdate {
+        cloud: fw.cloud.clone(),
+        firewall: fw.id.clone(),
+        name: before.name.clone(),
+        protocol: fw.protocol.clone(),
+        port: fw.port.clone(),
+        added: plan.add.iter().map(ToString::to_string).collect(),
+        removed: plan.remove.iter().map(|r| r.source.to_string()).collect(),
+    });
     Ok(FirewallOutcome::Updated(sync::describe(&plan, fw)))
 }

@@ -21,6 +21,7 @@ mod gates;
 pub mod job;
 pub mod round;
 mod soft;
+mod watching;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -175,6 +176,8 @@ pub struct Engine {
     pub(crate) job: Option<RunningJob>,
     events_tx: UnboundedSender<job::Event>,
     events_rx: UnboundedReceiver<job::Event>,
+    /// Metrics and notifiers (nothing until [`Engine::set_watch`]).
+    pub watch: crate::watch::Watch,
 }
 
 impl Engine {
@@ -193,6 +196,8 @@ impl Engine {
         let mut state = store.load(&clock)?;
         clamp(&mut state, &config, clock.now());
         let journal = Journal::load(store.dir(), &clock);
+        // What was said about the sources in earlier runs is not said again.
+        resolvers.set_memory(state.sources.clone());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Ok(Engine {
             config,
@@ -210,6 +215,7 @@ impl Engine {
             job: None,
             events_tx,
             events_rx,
+            watch: crate::watch::Watch::disabled(),
         })
     }
 
@@ -228,6 +234,8 @@ impl Engine {
             }
         }
         self.abort_job();
+        resolvers.set_memory(self.resolvers.memory());
+        self.meter(&clouds);
         self.config = config;
         self.resolvers = resolvers;
         self.clouds = clouds;

@@ -194,6 +194,7 @@ impl Engine {
         let now = self.clock.now();
         for (p, h) in probes.iter().zip(&healths) {
             self.observe(p, h, at, now);
+            self.report_probe(p, h);
         }
 
         // The API only when a decision could act, a remediation is in flight, or a slow poll
@@ -481,6 +482,7 @@ impl Engine {
             match decision {
                 Decision::GivenUp if !rec.given_up => {
                     self.state.instance_mut(&p.cloud, id).given_up = true;
+                    self.report_gave_up(p, rec.actions_in_window(p, now), rec.last_error.clone());
                 }
                 Decision::Remediate => {
                     let ladder = self.clouds.get(&p.cloud).map(|c| c.ladder(p));

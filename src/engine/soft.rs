@@ -8,6 +8,7 @@
 //! of its `salt_timeout`; a job whose acceptance is unknown is never asked for again; one step
 //! per incident at most.
 
+use crate::notify::{RemediationOutcome, RemediationStep};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,16 @@ impl Engine {
         rec.last_hold = None;
         // On disk before the server hears of it: a crash from here on never runs it twice.
         self.save_now().await?;
+        let reason = self
+            .state
+            .instance(&p.cloud, id)
+            .and_then(|r| r.last_error.clone());
+        self.report_remediation(
+            p,
+            RemediationStep::SaltJob,
+            RemediationOutcome::Requested,
+            reason,
+        );
         tracing::info!(instance = %id, salt_job = %step.job,
             "instance {id}: running salt job {} on target {} first (waiting up to {})",
             step.job, step.target, humantime::format_duration(step.timeout));
@@ -293,6 +304,12 @@ impl Engine {
             detail: why.clone().unwrap_or_default(),
         });
         let run_text = shown.map_or(String::new(), |j| format!(" (run {j})"));
+        let outcome = match &why {
+            None => RemediationOutcome::Done,
+            Some(_) => RemediationOutcome::Failed,
+        };
+        self.report_remediation(p, RemediationStep::SaltJob, outcome, why.clone());
+        let rec = self.state.instance_mut(&p.cloud, id);
         let cured = match why {
             None => {
                 observe(rec, true, None, now);

@@ -389,3 +389,23 @@ fn io_reasons_are_plain_words() {
     );
     assert_eq!(tidy_resolve("NXDOMAIN"), "NXDOMAIN");
 }
+
+#[test]
+fn resolver_failures_are_said_in_words() {
+    use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
+    use hickory_resolver::ResolveError;
+    let said = |kind: ProtoErrorKind| dns_reason(&ResolveError::from(ProtoError::from(kind)));
+    assert_eq!(
+        said(ProtoErrorKind::NoConnections),
+        "no DNS server configured or reachable (see /etc/resolv.conf)"
+    );
+    assert_eq!(
+        said(ProtoErrorKind::Timeout),
+        "the DNS servers did not answer in time"
+    );
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(
+        said(ProtoErrorKind::Io(refused.into())),
+        "cannot reach the DNS servers: connection refused"
+    );
+}

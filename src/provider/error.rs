@@ -9,11 +9,16 @@ use crate::ids::InstanceId;
 pub enum ProviderError {
     /// Network failure or timeout talking to `op`. Built only by [`super::http::transport`], the
     /// one place that words transport failures.
-    #[error("{op}: {source}")]
+    #[error("{op}: {failure}")]
     Transport {
         op: &'static str,
-        #[source]
-        source: reqwest::Error,
+        failure: crate::http_failure::HttpFailure,
+    },
+    /// The endpoint answered a web page: a wrong URL, or a proxy's error page.
+    #[error("{op}: {page}")]
+    Html {
+        op: &'static str,
+        page: crate::http_failure::HtmlPage,
     },
     /// The API answered a status that a retry may cure (5xx, 408).
     #[error("{op}: HTTP {status}")]
@@ -57,13 +62,14 @@ pub enum ProviderError {
 impl ProviderError {
     /// True when the same request may succeed later without any change on our side.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ProviderError::Transport { .. }
-                | ProviderError::Unavailable { .. }
-                | ProviderError::Quota { .. }
-                | ProviderError::Busy { .. }
-        )
+        match self {
+            ProviderError::Transport { failure, .. } => failure.is_transient(),
+            ProviderError::Html { page, .. } => page.is_transient(),
+            ProviderError::Unavailable { .. }
+            | ProviderError::Quota { .. }
+            | ProviderError::Busy { .. } => true,
+            _ => false,
+        }
     }
 
     /// True when the provider refused our credentials.

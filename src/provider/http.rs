@@ -18,7 +18,7 @@
 //!   answers that cannot be decoded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{whole_seconds, ProviderError};
 use super::token::{Auth, Token};
+use crate::http_failure::{html_page, HttpFailure};
+use crate::ids::CloudName;
+use crate::metrics::{ApiStatus, Metrics};
 
 /// Attempts per request for transient failures (network, 5xx): the first try and two retries.
 pub const ATTEMPTS: u32 = 3;
@@ -98,11 +101,24 @@ pub struct Answer {
 impl Answer {
     /// Decodes the body as JSON; an answer that is not the expected JSON is
     /// [`ProviderError::Malformed`], worded here for every client.
+    /// An HTML page (a wrong endpoint, a proxy's error page) is [`ProviderError::Html`].
     pub fn json<T: DeserializeOwned>(&self, op: &'static str) -> Result<T, ProviderError> {
-        serde_json::from_slice(&self.body).map_err(|e| ProviderError::Malformed {
-            op,
-            reason: format!("invalid JSON: {e}"),
+        serde_json::from_slice(&self.body).map_err(|e| match self.html() {
+            Some(page) => ProviderError::Html { op, page },
+            None => ProviderError::Malformed {
+                op,
+                reason: format!("invalid JSON: {e}"),
+            },
         })
+    }
+
+    /// `Some` when the answer is a web page rather than what an API answers.
+    pub fn html(&self) -> Option<crate::http_failure::HtmlPage> {
+        html_page(
+            self.status.as_u16(),
+            self.header("content-type"),
+            &self.body,
+        )
     }
 
     /// A header as text, when present and printable.
@@ -111,10 +127,13 @@ impl Answer {
     }
 }
 
-/// The one place that turns a failure below HTTP into an error (connection refused, TLS, DNS,
-/// timeout); the source is kept for the words.
-pub fn transport(op: &'static str, source: reqwest::Error) -> ProviderError {
-    ProviderError::Transport { op, source }
+/// The one place that turns a failure below HTTP into an error, named in words (connection
+/// refused, TLS, DNS, timeout); `timeout` is the limit the client was built with.
+pub fn transport(op: &'static str, source: reqwest::Error, timeout: Duration) -> ProviderError {
+    ProviderError::Transport {
+        op,
+        failure: HttpFailure::from_reqwest(&source, timeout),
+    }
 }
 
 /// What a rate limiter says about a throttled answer.
@@ -143,6 +162,10 @@ pub trait RateLimit: Send + Sync {
     fn throttled(&self, status: StatusCode, headers: &HeaderMap, now: Instant) -> Option<Throttle>;
     /// The longest one legitimate wait can take (a quota window).
     fn window(&self) -> Duration;
+    /// Requests left in the quota window, as the API last said (`None`: no quota known).
+    fn remaining(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The limiter for clouds that publish no request quota: no budget, but a `Retry-After` on a
@@ -230,6 +253,8 @@ pub struct HttpClient {
     throttled: AtomicU64,
     /// End of the last wait announced at info level (a wait inside it is not news).
     announced: Mutex<Option<Instant>>,
+    /// Where requests and quota are counted, and under which cloud (see [`HttpClient::meter`]).
+    meter: OnceLock<(Metrics, CloudName)>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -269,7 +294,31 @@ impl HttpClient {
             tokens: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             announced: Mutex::new(None),
+            meter: OnceLock::new(),
         })
+    }
+
+    /// Counts every request (by operation and status), the quota and its waits in `metrics`
+    /// under `cloud`. Set once: a client kept across a reload keeps counting where it did.
+    pub fn meter(&self, metrics: &Metrics, cloud: &CloudName) {
+        if metrics.is_enabled() {
+            let _ = self.meter.set((metrics.clone(), cloud.clone()));
+        }
+    }
+
+    fn count(&self, op: &'static str, status: ApiStatus) {
+        if let Some((m, cloud)) = self.meter.get() {
+            m.api_request(cloud, op, status);
+            if let Some(left) = self.rate.remaining() {
+                m.quota_remaining(cloud, left);
+            }
+        }
+    }
+
+    fn count_wait(&self, waited: Duration) {
+        if let Some((m, cloud)) = self.meter.get() {
+            m.quota_waited(cloud, waited);
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -344,6 +393,7 @@ impl HttpClient {
         }
         if !wait.is_zero() {
             self.announce(op, wait, why.as_deref().unwrap_or("request budget"));
+            self.count_wait(wait);
         }
         self.pause(op, wait).await
     }
@@ -378,8 +428,12 @@ impl HttpClient {
         let answer = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(ProviderError::Cancelled { op }),
-            r = exchange(b) => r.map_err(|e| transport(op, e))?,
+            r = exchange(b) => r.map_err(|e| {
+                self.count(op, ApiStatus::NoAnswer);
+                transport(op, e, self.timeout)
+            })?,
         };
+        self.count(op, ApiStatus::Http(answer.status.as_u16()));
         self.rate
             .observe(answer.status, &answer.headers, Instant::now());
         tracing::debug!(
@@ -488,6 +542,7 @@ impl HttpClient {
                     }
                 };
                 tracing::debug!(op, wait_ms = wait.as_millis() as u64, "API rate limit hit");
+                self.count_wait(wait);
                 self.pause(op, wait).await?;
                 continue;
             }

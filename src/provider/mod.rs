@@ -303,4 +303,9 @@ pub trait Provider: Firewalls + Power {
 
     /// The longest one request can legitimately take, waits and retries included.
     fn call_bound(&self) -> Duration;
+
+    /// Counts this client's API requests, quota and quota waits in `metrics` under the label
+    /// `cloud` (from then on; a later call replaces neither). A client without counters
+    /// ignores it.
+    fn meter(&self, _metrics: &crate::metrics::Metrics, _cloud: &crate::ids::CloudName) {}
 }

@@ -40,7 +40,7 @@ pub async fn lookup_host(host_port: &str) -> io::Result<Vec<SocketAddr>> {
         } else if e.is_no_records_found() {
             io::Error::new(io::ErrorKind::NotFound, "the name has no address")
         } else {
-            io::Error::other(e)
+            io::Error::other(crate::http_failure::dns_reason(&e))
         }
     })?;
     Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{shift, wall_now, Clock};
 use crate::ids::{CloudName, FirewallId, InstanceId};
+use crate::notify::{DeliveryFailure, FailureStreak};
 use crate::probe::record::InstanceRecord;
+use crate::resolver::SourceMemory;
 
 /// Current format version of `state.json` (1: one cloud, keyed by id alone).
 pub const VERSION: u32 = 2;
@@ -45,6 +47,38 @@ pub struct State {
     /// Per cloud: its firewalls, instances and remembered facts.
     pub clouds: BTreeMap<CloudName, CloudState>,
     pub last_cycle: Option<CycleRecord>,
+    /// The current run of failed cycles (`failing` is sent once down and once on recovery,
+    /// also across `--once` runs).
+    #[serde(skip_serializing_if = "is_default")]
+    pub failing: FailureStreak,
+    /// The last notification that could not be delivered (shown by `status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_notification_error: Option<DeliveryFailure>,
+    /// The IP sources already reported failing (so that cron runs say persistent trouble once).
+    #[serde(skip_serializing_if = "SourceMemory::is_empty")]
+    pub sources: SourceMemory,
+    /// The last remediation step taken, finished or failed (shown by `status` and `STATUS=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_remediation: Option<LastRemediation>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The last remediation event, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRemediation {
+    /// When it happened (process seconds in memory, wall seconds on disk).
+    pub at: u64,
+    pub cloud: CloudName,
+    pub instance: InstanceId,
+    /// `salt_job`, `stop`, `forcestop`, `start`, `hard_reboot`.
+    pub step: String,
+    /// `requested`, `done`, `failed`.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// What dynwall remembers about one cloud.
@@ -156,6 +190,10 @@ impl State {
         if let Some(c) = s.last_cycle.as_mut() {
             c.finished_at = t(c.finished_at);
             c.last_success_at = c.last_success_at.map(t);
+        }
+        s.failing.since = s.failing.since.map(t);
+        if let Some(r) = s.last_remediation.as_mut() {
+            r.at = t(r.at);
         }
         s
     }
@@ -319,7 +357,7 @@ impl StateStore {
         let path = self.dir.join(STATE_FILE);
         let state = match read(&path)? {
             Loaded::Missing => State::fresh(),
-            Loaded::Ok(s) => s,
+            Loaded::Ok(s) => *s,
             Loaded::Corrupt(reason) => {
                 let aside = self
                     .dir
@@ -365,7 +403,7 @@ fn encode(state: &State, path: &Path) -> Result<Vec<u8>, StateError> {
 
 enum Loaded {
     Missing,
-    Ok(State),
+    Ok(Box<State>),
     Corrupt(String),
 }
 
@@ -376,7 +414,7 @@ fn read(path: &Path) -> Result<Loaded, StateError> {
         Err(e) => return Err(io(path)(e)),
     };
     Ok(match migrate::parse(&bytes) {
-        Ok(s) => Loaded::Ok(s),
+        Ok(s) => Loaded::Ok(Box::new(s)),
         Err(reason) => Loaded::Corrupt(reason),
     })
 }
@@ -401,7 +439,10 @@ pub fn read_unlocked(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         .map(|d| d.as_secs());
     match read(&path)? {
         Loaded::Missing => Ok(None),
-        Loaded::Ok(state) => Ok(Some(Snapshot { state, heartbeat })),
+        Loaded::Ok(state) => Ok(Some(Snapshot {
+            state: *state,
+            heartbeat,
+        })),
         Loaded::Corrupt(reason) => Err(StateError::Io {
             path,
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
@@ -513,6 +554,50 @@ mod tests {
         fs::write(tmp.path().join(STATE_FILE), b"{\"version\":99}").unwrap();
         let store = StateStore::open(tmp.path()).unwrap();
         assert_eq!(store.load(&clock()).unwrap(), State::fresh());
+    }
+
+    #[tokio::test]
+    async fn what_the_watch_remembers_survives_a_restart_and_is_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let c = clock();
+        let fresh = store.load(&c).unwrap();
+        store.save(&fresh, &c).await.unwrap();
+        let text = fs::read_to_string(tmp.path().join(STATE_FILE)).unwrap();
+        for absent in [
+            "failing",
+            "last_notification_error",
+            "sources",
+            "last_remediation",
+        ] {
+            assert!(!text.contains(absent), "{absent} in a fresh file: {text}");
+        }
+        let mut s = fresh.clone();
+        s.failing.observe(Err("no usable public address"), 100);
+        s.sources.record(
+            crate::net::Family::Ipv4,
+            "http https://api.ipify.org/",
+            Some("HTTP status 503"),
+        );
+        s.last_notification_error = Some(DeliveryFailure {
+            at: 7,
+            notifier: "notify[0] ntfy https://ntfy.sh/***".into(),
+            event: "failing".into(),
+            attempts: 4,
+            error: "cannot connect to ntfy.sh:443: connection refused".into(),
+        });
+        s.last_remediation = Some(LastRemediation {
+            at: 90,
+            cloud: CloudName::indigo(),
+            instance: InstanceId("616516".into()),
+            step: "stop".into(),
+            outcome: "requested".into(),
+            reason: Some("connection refused".into()),
+        });
+        // Each of them is news for the file.
+        assert_ne!(s.durable(), fresh.durable());
+        store.save(&s, &c).await.unwrap();
+        assert_eq!(store.load(&c).unwrap(), s);
     }
 
     #[test]

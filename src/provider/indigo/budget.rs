@@ -262,6 +262,10 @@ impl RateLimit for IndigoQuota {
     fn window(&self) -> Duration {
         self.budget().window()
     }
+
+    fn remaining(&self) -> Option<u64> {
+        self.budget().server.map(|q| u64::from(q.available))
+    }
 }
 
 #[cfg(test)]

@@ -141,12 +141,19 @@ impl Provider for IndigoClient {
     fn call_bound(&self) -> Duration {
         self.http.call_bound()
     }
+
+    fn meter(&self, metrics: &crate::metrics::Metrics, cloud: &crate::ids::CloudName) {
+        self.http.meter(metrics, cloud);
+    }
 }
 
 /// The error for a non-2xx answer: business errors carry the API's code and message.
 pub(super) fn status_error(op: &'static str, status: u16, body: &[u8]) -> ProviderError {
     if status >= 500 || status == 408 {
         return ProviderError::Unavailable { op, status };
+    }
+    if let Some(page) = crate::http_failure::html_page(status, None, body) {
+        return ProviderError::Html { op, page };
     }
     let env: Envelope = serde_json::from_slice(body).unwrap_or_default();
     ProviderError::Api {

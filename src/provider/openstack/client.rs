@@ -283,6 +283,10 @@ impl Provider for OpenStackClient {
     fn call_bound(&self) -> Duration {
         self.http.call_bound()
     }
+
+    fn meter(&self, metrics: &crate::metrics::Metrics, cloud: &crate::ids::CloudName) {
+        self.http.meter(metrics, cloud);
+    }
 }
 
 #[cfg(test)]
