@@ -130,6 +130,15 @@ impl Watch {
         }
     }
 
+    /// Counts into `metrics` and notifies no one: for tests that read the counters.
+    #[cfg(test)]
+    pub fn counting(metrics: Metrics) -> Watch {
+        Watch {
+            metrics,
+            ..Watch::disabled()
+        }
+    }
+
     /// The metrics handle, for the cloud clients (API requests, quota).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -129,14 +129,15 @@ impl Engine {
         }
         self.rt.outcomes.clear();
         self.expire_job();
-        self.start_sync(home, changed);
+        let started = self.start_sync(home, changed);
         let report = CheckReport { resolutions, home };
-        // A cycle whose sync job is still bringing a firewall in for the first time has not
-        // finished: it is recorded when the job ends, so `healthcheck` never calls a daemon
+        // A cycle that started a sync job ends with the job: it is reported (metrics,
+        // notifications) then, once. Until then only the heartbeat moves, and not even that while
+        // the job brings a firewall in for the first time, so `healthcheck` never calls a daemon
         // healthy before its firewalls were confirmed once.
         if !self.first_sync_pending() {
-            self.record_cycle(resolve_code(&report.resolutions) == Code::Ok)
-                .await;
+            let resolved = resolve_code(&report.resolutions) == Code::Ok;
+            self.record_cycle(resolved, !started).await;
         }
         report
     }
@@ -206,11 +207,12 @@ impl Engine {
 
     /// Starts a sync job for the firewalls that need one, replacing a running job whose target
     /// an address change made stale.
-    fn start_sync(&mut self, home: Home, changed: bool) {
+    /// Starts (or replaces) the sync job when a firewall needs one; true when it started one.
+    fn start_sync(&mut self, home: Home, changed: bool) -> bool {
         let now = self.clock.instant();
         if let Some(job) = &self.job {
             if !home.differs_from(&job.home) {
-                return;
+                return false;
             }
             tracing::info!(
                 "the address changed while a sync was under way; syncing toward {home} instead"
@@ -239,7 +241,7 @@ impl Engine {
             });
         }
         if items.is_empty() {
-            return;
+            return false;
         }
         self.rt.generation += 1;
         let generation = self.rt.generation;
@@ -273,6 +275,7 @@ impl Engine {
             firewalls,
             deadline,
         });
+        true
     }
 
     /// The time a job may take: its requests at the cloud's pace, plus room for slow answers,
@@ -332,7 +335,7 @@ impl Engine {
                     let ok = self.rt.failed.is_empty();
                     self.note_sync_result(ok);
                     let resolved = self.rt.last_check.as_ref().is_none_or(|c| c.resolved);
-                    self.record_cycle(resolved).await;
+                    self.record_cycle(resolved, true).await;
                     return true;
                 }
                 false
@@ -506,9 +509,12 @@ impl Engine {
         })
     }
 
-    /// Records the outcome of the cycle: a durable write when it changed, else the heartbeat.
-    async fn record_cycle(&mut self, resolved: bool) {
-        self.report_cycle(self.cycle_error(resolved).as_deref());
+    /// Records the outcome of the cycle: a durable write when it changed, else the heartbeat;
+    /// `report` also reports it to the watchers (once per cycle).
+    async fn record_cycle(&mut self, resolved: bool, report: bool) {
+        if report {
+            self.report_cycle(self.cycle_error(resolved).as_deref());
+        }
         if self.dry_run {
             return;
         }

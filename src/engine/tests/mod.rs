@@ -7,6 +7,7 @@ mod quota;
 mod remediation;
 mod soft;
 mod time;
+mod watching;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
