@@ -102,7 +102,7 @@ async fn guarded<T>(
 }
 
 fn jitter() -> f64 {
-    rand::thread_rng().gen_range(-1.0..=1.0)
+    rand::rng().random_range(-1.0..=1.0)
 }
 
 /// The longest an IP check may take: every tracked family's sources, twice over.
@@ -210,7 +210,7 @@ pub async fn run(
                     Err(_) => tracing::error!("probe round did not finish in time; abandoned"),
                 }
                 let shortest = engine.config.probes.iter().map(|p| p.interval).min().unwrap_or_default();
-                probe_slack = shortest.mul_f64(JITTER / 2.0 * rand::thread_rng().gen_range(0.0..=1.0));
+                probe_slack = shortest.mul_f64(JITTER / 2.0 * rand::rng().random_range(0.0..=1.0));
             }
         }
         // After every check, round and sync report (not on the idle wake-ups that only feed the

@@ -227,13 +227,13 @@ async fn run_seed(seed: u64, steps: usize) {
     let mut delay = Duration::ZERO;
 
     for n in 0..steps {
-        let action = rng.gen_range(0..14);
+        let action = rng.random_range(0..14);
         let step = format!("seed {seed} step {n} action {action}");
         tracing::info!("---- {step}");
         match action {
             0 | 1 => {
                 // The home address moves and both sources see it.
-                let to = HOMES[rng.gen_range(0..HOMES.len())];
+                let to = HOMES[rng.random_range(0..HOMES.len())];
                 w.set_ip(to);
                 w.sim.set_client_ip(to);
                 truth.agreed.insert(to.to_string());
@@ -241,30 +241,30 @@ async fn run_seed(seed: u64, steps: usize) {
             }
             2 => {
                 // It moves, but only one source sees it yet.
-                let to = HOMES[rng.gen_range(0..HOMES.len())];
+                let to = HOMES[rng.random_range(0..HOMES.len())];
                 w.sim.set_client_ip(to);
-                w.sources[rng.gen_range(0..2)].set_ip(to);
+                w.sources[rng.random_range(0..2)].set_ip(to);
             }
-            3 => w.sources[rng.gen_range(0..2)].set_status(503),
+            3 => w.sources[rng.random_range(0..2)].set_status(503),
             4 => {
-                let status = [500, 502, 503][rng.gen_range(0..3)];
-                w.sim.fail_next(rng.gen_range(1..4), status);
+                let status = [500, 502, 503][rng.random_range(0..3)];
+                w.sim.fail_next(rng.random_range(1..4), status);
             }
             5 => {
                 let ep = [
                     Endpoint::GetTemplate,
                     Endpoint::InstanceList,
                     Endpoint::StatusUpdate,
-                ][rng.gen_range(0..3)];
+                ][rng.random_range(0..3)];
                 w.sim.fail_next_on(ep, 1, 429);
                 truth.injected_429 += 1;
             }
             6 => {
-                let ep = [Endpoint::GetTemplate, Endpoint::InstanceList][rng.gen_range(0..2)];
+                let ep = [Endpoint::GetTemplate, Endpoint::InstanceList][rng.random_range(0..2)];
                 w.sim.malformed_next(ep, 1);
             }
             7 => {
-                delay = Duration::from_millis(rng.gen_range(0..2_500));
+                delay = Duration::from_millis(rng.random_range(0..2_500));
                 w.sim.set_delay(delay);
             }
             8 => {
@@ -282,7 +282,7 @@ async fn run_seed(seed: u64, steps: usize) {
             }
             10 => {
                 // Someone edits our rule by hand.
-                let stale = HOMES[rng.gen_range(0..HOMES.len())];
+                let stale = HOMES[rng.random_range(0..HOMES.len())];
                 let mut inbound: Vec<SimRule> =
                     t0.inbound.iter().filter(|r| !owned(r)).cloned().collect();
                 inbound.push(SimRule::new("Custom", "TCP", "22", stale));
@@ -296,7 +296,7 @@ async fn run_seed(seed: u64, steps: usize) {
             12 => {
                 // The process is killed; sometimes its state file is damaged meanwhile.
                 drop(p);
-                if rng.gen_bool(0.3) {
+                if rng.random_bool(0.3) {
                     let _ =
                         std::fs::write(w.state_dir().join("state.json"), b"{\"version\":2,\"clo");
                 }
@@ -304,18 +304,18 @@ async fn run_seed(seed: u64, steps: usize) {
                 truth.restarts += 1;
             }
             _ => {
-                if rng.gen_bool(0.5) {
+                if rng.random_bool(0.5) {
                     w.sim.issue_bad_tokens(1, BadToken::LineBreak);
                     w.sim.expire_tokens();
                     truth.bad_tokens += 1;
                     truth.expirations += 1;
                 } else {
-                    w.sim.set_hung(WEB, rng.gen_bool(0.5));
+                    w.sim.set_hung(WEB, rng.random_bool(0.5));
                 }
             }
         }
         // Faults of a previous step fade.
-        if rng.gen_bool(0.4) {
+        if rng.random_bool(0.4) {
             heal_sources(&w, &truth.home);
             delay = Duration::ZERO;
             w.sim.set_delay(delay);
@@ -323,7 +323,7 @@ async fn run_seed(seed: u64, steps: usize) {
         if delay >= Duration::from_millis(1_500) {
             truth.hangs += 1;
         }
-        if rng.gen_bool(0.3) {
+        if rng.random_bool(0.3) {
             w.sim.set_responsive(WEB, true);
         }
 
@@ -333,9 +333,9 @@ async fn run_seed(seed: u64, steps: usize) {
         let writes = w.sim.calls(Endpoint::UpdateFirewall);
         let in_sync = w.owned_sources() == vec![truth.home.clone()];
 
-        if rng.gen_bool(0.15) {
+        if rng.random_bool(0.15) {
             // Invariant 9: stopped at any point of a step, it stops at once with valid state.
-            let cut = Duration::from_millis(rng.gen_range(0..1_500));
+            let cut = Duration::from_millis(rng.random_range(0..1_500));
             let _ = tokio::time::timeout(cut, tick(&mut p)).await;
             p.token.cancel();
             let t = Instant::now();

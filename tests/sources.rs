@@ -68,12 +68,14 @@ impl Fake {
 
 fn dns_answer(request: &[u8], reply: Reply) -> Option<Vec<u8>> {
     let query = Message::from_vec(request).ok()?;
-    let q = query.queries.first()?.clone();
-    let mut msg = Message::response(query.metadata.id, OpCode::Query);
+    let q = query.queries().first()?.clone();
+    let mut msg = Message::error_msg(query.id(), OpCode::Query, ResponseCode::NoError);
     msg.add_query(q.clone());
     match reply {
         Reply::Garbage => return Some(b"garbage".to_vec()),
-        Reply::NxDomain => msg.metadata.response_code = ResponseCode::NXDomain,
+        Reply::NxDomain => {
+            msg.set_response_code(ResponseCode::NXDomain);
+        }
         Reply::Address(a) => {
             let data = match q.query_type() {
                 RecordType::A => RData::A(A(a.parse().ok()?)),
@@ -81,7 +83,7 @@ fn dns_answer(request: &[u8], reply: Reply) -> Option<Vec<u8>> {
                 _ => RData::TXT(TXT::new(vec![a.to_string()])),
             };
             let mut r = Record::from_rdata(q.name().clone(), 60, data);
-            r.dns_class = q.query_class();
+            r.set_dns_class(q.query_class());
             msg.add_answer(r);
         }
     }

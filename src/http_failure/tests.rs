@@ -214,11 +214,8 @@ async fn nxdomain_server() -> SocketAddr {
             let Ok(q) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
-            let mut a = Message::response(q.metadata.id, OpCode::Query);
-            a.metadata.response_code = ResponseCode::NXDomain;
-            for query in q.queries {
-                a.add_query(query);
-            }
+            let mut a = Message::error_msg(q.id(), OpCode::Query, ResponseCode::NXDomain);
+            a.add_queries(q.queries().iter().cloned());
             if let Ok(bytes) = a.to_vec() {
                 let _ = socket.send_to(&bytes, from).await;
             }
@@ -238,18 +235,21 @@ impl reqwest::dns::Resolve for StubResolver {
         let server = self.server;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let mut msg = Message::new(7, MessageType::Query, OpCode::Query);
-            msg.metadata.recursion_desired = true;
-            msg.add_query(Query::query(Name::from_ascii(&host)?, RecordType::A));
+            let mut msg = Message::new();
+            msg.set_id(7)
+                .set_message_type(MessageType::Query)
+                .set_op_code(OpCode::Query)
+                .set_recursion_desired(true)
+                .add_query(Query::query(Name::from_ascii(&host)?, RecordType::A));
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
             socket.send_to(&msg.to_vec()?, server).await?;
             let mut buf = [0u8; 512];
             let n = socket.recv(&mut buf).await?;
             let answer = Message::from_vec(&buf[..n])?;
-            if answer.metadata.response_code != ResponseCode::NoError {
+            if answer.response_code() != ResponseCode::NoError {
                 let e = io::Error::other(format!(
                     "failed to lookup address information: Name or service not known ({:?})",
-                    answer.metadata.response_code
+                    answer.response_code()
                 ));
                 return Err(e.into());
             }

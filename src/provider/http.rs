@@ -639,7 +639,7 @@ pub fn is_retryable(s: StatusCode) -> bool {
 /// Delay before retry `attempt + 1`: [`RETRY_BASE`] doubled per attempt, ±25 % jitter.
 pub fn backoff(attempt: u32) -> Duration {
     let base = RETRY_BASE * 2u32.saturating_pow(attempt.saturating_sub(1));
-    let jitter = rand::thread_rng().gen_range(0.75..1.25);
+    let jitter = rand::rng().random_range(0.75..1.25);
     base.mul_f64(jitter)
 }
 

@@ -95,9 +95,12 @@ fn record_type(record: DnsRecord) -> RecordType {
 
 /// A recursion-desired query with transaction `id` for `question`, in wire format.
 pub(crate) fn build_query(id: u16, question: &Query) -> Result<Vec<u8>, SourceError> {
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.add_query(question.clone());
+    let mut msg = Message::new();
+    msg.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(question.clone());
     msg.to_vec()
         .map_err(|e| protocol(format!("cannot build the query: {e}")))
 }
@@ -111,37 +114,36 @@ pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<Ip
             snippet(bytes)
         ))
     })?;
-    let meta = &msg.metadata;
-    if meta.id != id {
+    if msg.id() != id {
         return Err(protocol(format!(
             "answer id {:#06x} does not match the query's {id:#06x}",
-            meta.id
+            msg.id()
         )));
     }
-    if meta.message_type != MessageType::Response || meta.op_code != OpCode::Query {
+    if msg.message_type() != MessageType::Response || msg.op_code() != OpCode::Query {
         return Err(protocol("not an answer to a standard query".into()));
     }
-    if meta.truncation {
+    if msg.truncated() {
         return Err(protocol(
             "the answer is truncated (TC); it is not asked again over TCP".into(),
         ));
     }
-    if msg.queries.len() != 1 || !same_question(&msg.queries[0], question) {
+    if msg.queries().len() != 1 || !same_question(&msg.queries()[0], question) {
         return Err(protocol("the answer is for another question".into()));
     }
-    if meta.response_code != ResponseCode::NoError {
+    if msg.response_code() != ResponseCode::NoError {
         return Err(SourceError::Dns {
-            rcode: format!("{:?}", meta.response_code),
+            rcode: format!("{:?}", msg.response_code()),
         });
     }
     let rtype = question.query_type();
     let chain = alias_chain(&msg, question);
     let name = chain.last().unwrap_or(question.name());
     let records: Vec<_> = msg
-        .answers
+        .answers()
         .iter()
         .filter(|r| {
-            r.record_type() == rtype && r.dns_class == question.query_class() && r.name == *name
+            r.record_type() == rtype && r.dns_class() == question.query_class() && r.name() == name
         })
         .collect();
     let [record] = records.as_slice() else {
@@ -161,10 +163,10 @@ pub(crate) fn parse_answer(bytes: &[u8], id: u16, question: &Query) -> Result<Ip
             count: records.len(),
         });
     };
-    match &record.data {
+    match record.data() {
         RData::A(a) => Ok(IpAddr::V4(a.0)),
         RData::AAAA(a) => Ok(IpAddr::V6(a.0)),
-        RData::TXT(txt) => match &*txt.txt_data {
+        RData::TXT(txt) => match txt.txt_data() {
             [one] => parse_one_address_bytes(one),
             several => Err(SourceError::NotOneAddress {
                 snippet: snippet(&several.join(&b' ')),
@@ -185,8 +187,8 @@ fn alias_chain(msg: &Message, question: &Query) -> Vec<Name> {
     let mut chain: Vec<Name> = Vec::new();
     let mut name = question.name();
     while chain.len() < MAX_ALIASES {
-        let target = msg.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(cname) if r.dns_class == question.query_class() && r.name == *name => {
+        let target = msg.answers().iter().find_map(|r| match r.data() {
+            RData::CNAME(cname) if r.dns_class() == question.query_class() && r.name() == name => {
                 Some(&cname.0)
             }
             _ => None,
@@ -253,11 +255,11 @@ mod tests {
 
     /// An answer to `q` with `id`, built by the same crate, then edited by `edit`.
     fn answer(id: u16, q: &Query, data: Vec<RData>, edit: impl FnOnce(&mut Message)) -> Vec<u8> {
-        let mut msg = Message::response(id, OpCode::Query);
+        let mut msg = Message::error_msg(id, OpCode::Query, ResponseCode::NoError);
         msg.add_query(q.clone());
         for d in data {
             let mut r = Record::from_rdata(q.name().clone(), 60, d);
-            r.dns_class = q.query_class();
+            r.set_dns_class(q.query_class());
             msg.add_answer(r);
         }
         edit(&mut msg);
@@ -297,13 +299,15 @@ mod tests {
             };
         protocol_error(answer(8, &qa, vec![a(ME)], ok), &qa, "does not match");
         protocol_error(
-            answer(7, &qa, vec![a(ME)], |m| m.metadata.truncation = true),
+            answer(7, &qa, vec![a(ME)], |m| {
+                m.set_truncated(true);
+            }),
             &qa,
             "truncated",
         );
         protocol_error(
             answer(7, &qa, vec![a(ME)], |m| {
-                m.metadata.message_type = MessageType::Query
+                m.set_message_type(MessageType::Query);
             }),
             &qa,
             "not an answer",
@@ -322,8 +326,9 @@ mod tests {
 
         assert_eq!(
             parse_answer(
-                &answer(7, &qa, vec![], |m| m.metadata.response_code =
-                    ResponseCode::NXDomain),
+                &answer(7, &qa, vec![], |m| {
+                    m.set_response_code(ResponseCode::NXDomain);
+                }),
                 7,
                 &qa
             ),
@@ -421,11 +426,11 @@ mod tests {
         let q = question(&fqdn("whoami.cloudflare"), DnsRecord::Txt, DnsClass::Ch);
         let bytes = build_query(0x1234, &q).unwrap();
         let msg = Message::from_vec(&bytes).unwrap();
-        assert_eq!(msg.metadata.id, 0x1234);
-        assert!(msg.metadata.recursion_desired);
-        assert_eq!(msg.metadata.message_type, MessageType::Query);
-        assert_eq!(msg.queries, vec![q]);
-        assert!(msg.answers.is_empty() && msg.additionals.is_empty());
+        assert_eq!(msg.id(), 0x1234);
+        assert!(msg.recursion_desired());
+        assert_eq!(msg.message_type(), MessageType::Query);
+        assert_eq!(msg.queries(), [q]);
+        assert!(msg.answers().is_empty() && msg.additionals().is_empty());
     }
 
     async fn lookup(

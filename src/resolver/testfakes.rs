@@ -90,16 +90,16 @@ impl FakeDns {
     pub(super) async fn start(bind: &str, reply: DnsReply) -> FakeDns {
         let udp = Udp::start(bind, move |request, seen| {
             let query = Message::from_vec(request).ok()?;
-            let q = query.queries.first()?.clone();
+            let q = query.queries().first()?.clone();
             seen.questions.lock().unwrap().push(q.clone());
-            let mut id = query.metadata.id;
-            let mut msg = Message::response(id, OpCode::Query);
-            msg.metadata.recursion_desired = query.metadata.recursion_desired;
-            msg.add_query(q.clone());
+            let mut id = query.id();
+            let mut msg = Message::error_msg(id, OpCode::Query, ResponseCode::NoError);
+            msg.set_recursion_desired(query.recursion_desired())
+                .add_query(q.clone());
             let records = match &reply {
                 DnsReply::Garbage => return Some(b"\xde\xad garbage, not DNS".to_vec()),
                 DnsReply::NxDomain => {
-                    msg.metadata.response_code = ResponseCode::NXDomain;
+                    msg.set_response_code(ResponseCode::NXDomain);
                     vec![]
                 }
                 DnsReply::WrongId(one) => {
@@ -108,7 +108,7 @@ impl FakeDns {
                 }
                 DnsReply::Records(all) => all.clone(),
             };
-            msg.metadata.id = id;
+            msg.set_id(id);
             for r in records {
                 let data = match q.query_type() {
                     RecordType::A => RData::A(A(r.parse().ok()?)),
@@ -116,7 +116,7 @@ impl FakeDns {
                     _ => RData::TXT(TXT::new(vec![r])),
                 };
                 let mut record = Record::from_rdata(q.name().clone(), 60, data);
-                record.dns_class = q.query_class();
+                record.set_dns_class(q.query_class());
                 msg.add_answer(record);
             }
             msg.to_vec().ok()

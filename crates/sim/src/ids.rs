@@ -1,16 +1,15 @@
 //! Random identifiers and secrets in the shapes the real services use.
 
-use rand::distributions::{Distribution, Uniform};
 use rand::Rng;
 
 /// A random version-4 UUID in its hyphenated form (Neutron and Nova ids, Salt uuids).
 pub(crate) fn uuid4() -> String {
-    let mut rng = rand::thread_rng();
-    let a: u32 = rng.gen();
-    let b: u16 = rng.gen();
-    let c: u16 = rng.gen();
-    let d: u16 = rng.gen();
-    let e: u64 = rng.gen::<u64>() & 0xffff_ffff_ffff;
+    let mut rng = rand::rng();
+    let a: u32 = rng.random();
+    let b: u16 = rng.random();
+    let c: u16 = rng.random();
+    let d: u16 = rng.random();
+    let e: u64 = rng.random::<u64>() & 0xffff_ffff_ffff;
     format!(
         "{a:08x}-{b:04x}-{:04x}-{:04x}-{e:012x}",
         (c & 0x0fff) | 0x4000,
@@ -20,18 +19,17 @@ pub(crate) fn uuid4() -> String {
 
 /// 32 lowercase hex digits (Keystone ids: projects, users, endpoints, application credentials).
 pub(crate) fn hex32() -> String {
-    let mut rng = rand::thread_rng();
-    format!("{:016x}{:016x}", rng.gen::<u64>(), rng.gen::<u64>())
+    let mut rng = rand::rng();
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
 }
 
 /// `prefix` followed by `len` random characters of the URL-safe base64 alphabet.
 pub(crate) fn urlsafe(prefix: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let pick = Uniform::from(0..ALPHABET.len());
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut out = String::with_capacity(prefix.len() + len);
     out.push_str(prefix);
-    out.extend((0..len).map(|_| char::from(ALPHABET[pick.sample(&mut rng)])));
+    out.extend((0..len).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])));
     out
 }
 

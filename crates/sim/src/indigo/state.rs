@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use rand::distributions::Alphanumeric;
+use rand::distr::Alphanumeric;
 use rand::Rng;
 
 use crate::faults::Faults;
@@ -285,7 +285,7 @@ impl State {
 
     /// Issues a token and returns its text.
     pub(crate) fn issue_token(&mut self, now: Instant) -> String {
-        let mut token: String = rand::thread_rng()
+        let mut token: String = rand::rng()
             .sample_iter(&Alphanumeric)
             .take(28)
             .map(char::from)
@@ -351,6 +351,6 @@ impl State {
 
 /// A random id shaped like the gateway's request ids.
 pub(crate) fn request_id() -> String {
-    let n: u64 = rand::thread_rng().gen();
+    let n: u64 = rand::rng().random();
     format!("rrt-{n:016x}-c-gce-{}-{}", n % 9000 + 1000, n % 7 + 1)
 }
