@@ -190,9 +190,13 @@ fn check_state(w: &World, step: &str) {
 
 async fn run_seed(seed: u64, steps: usize) {
     if std::env::var_os("DYNWALL_CHAOS_LOG").is_some() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("dynwall=debug,chaos=info")
+            .with_max_level(tracing::Level::TRACE)
             .with_writer(std::io::stderr)
+            .finish()
+            .with(dynwall::telemetry::filter(Some("dynwall=debug,chaos=info")))
             .try_init();
     }
     let mut rng = StdRng::seed_from_u64(seed);

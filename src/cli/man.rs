@@ -347,7 +347,7 @@ Set by systemd's \fBStateDirectory=\fR; the default state directory.
 Set by systemd for \fBType=notify\fR services: readiness, status lines and watchdog keep-alives.
 .TP
 \fBRUST_LOG\fR
-Log filter (default \fIinfo\fR).
+Log filter: a level (\fIdebug\fR) or \fItarget=level\fR pairs, comma-separated (default \fIinfo\fR).
 .SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
