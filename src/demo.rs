@@ -175,21 +175,7 @@ grace = "3s"
     ));
     show_rules(&sim);
 
-    let shutdown = CancellationToken::new();
-    let cfg = Arc::new(Config::load(&path, &ProcessEnv)?);
-    let store = StateStore::open(&cfg.daemon.state_dir)?;
-    let resolvers = crate::resolver::ResolverSet::from_config(&cfg.resolver)
-        .map_err(|e| AppError::Setup(format!("demo: {e}")))?;
-    let clouds = crate::app::build_clouds(&cfg, shutdown.clone(), None)?;
-    let engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, false))?;
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let daemon = tokio::spawn(scheduler::run(
-        engine,
-        Notifier::disabled(),
-        shutdown.clone(),
-        reload_rx,
-        |_: &Arc<Config>, _: &Clouds| Err(AppError::Setup("the demo does not reload".into())),
-    ));
+    let (shutdown, daemon) = start_daemon(&path)?;
 
     let state_file = dir.join("state").join("state.json");
     wait_for("the first cycle", || state_file.exists()).await?;
@@ -284,4 +270,26 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("dynwall-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Runs the real daemon loop on the demo's config, until the returned token is cancelled.
+fn start_daemon(
+    path: &std::path::Path,
+) -> Result<(CancellationToken, tokio::task::JoinHandle<()>), AppError> {
+    let shutdown = CancellationToken::new();
+    let cfg = Arc::new(Config::load(path, &ProcessEnv)?);
+    let store = StateStore::open(&cfg.daemon.state_dir)?;
+    let resolvers = crate::resolver::ResolverSet::from_config(&cfg.resolver)
+        .map_err(|e| AppError::Setup(format!("demo: {e}")))?;
+    let clouds = crate::app::build_clouds(&cfg, shutdown.clone(), None)?;
+    let engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, false))?;
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(scheduler::run(
+        engine,
+        Notifier::disabled(),
+        shutdown.clone(),
+        reload_rx,
+        |_: &Arc<Config>, _: &Clouds| Err(AppError::Setup("the demo does not reload".into())),
+    ));
+    Ok((shutdown, daemon))
 }

@@ -4,18 +4,10 @@
 //! An IP change creates the new rule first and deletes the old one after (shown from the
 //! simulator's request log); a hung server is stopped and started through Nova.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{say, tempfile_dir, wait_for, NEW_IP, OLD_IP};
-use crate::config::{Config, ProcessEnv};
-use crate::engine::{Clouds, Engine, Setup};
+use super::{say, start_daemon, tempfile_dir, wait_for, NEW_IP, OLD_IP};
 use crate::exit::{AppError, Code};
-use crate::scheduler;
-use crate::state::StateStore;
-use crate::systemd::Notifier;
 use dynwall_sim::openstack::{GroupRule, IdentityApi, Op, SecurityGroup, ServerSpec};
 use dynwall_sim::{IpEcho, OpenStackSim};
 
@@ -161,21 +153,7 @@ grace = "3s"
     ));
     show_group(&sim);
 
-    let shutdown = CancellationToken::new();
-    let cfg = Arc::new(Config::load(&path, &ProcessEnv)?);
-    let store = StateStore::open(&cfg.daemon.state_dir)?;
-    let resolvers = crate::resolver::ResolverSet::from_config(&cfg.resolver)
-        .map_err(|e| AppError::Setup(format!("demo: {e}")))?;
-    let clouds = crate::app::build_clouds(&cfg, shutdown.clone(), None)?;
-    let engine = Engine::new(Setup::new(cfg, resolvers, clouds, store, false))?;
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let daemon = tokio::spawn(scheduler::run(
-        engine,
-        Notifier::disabled(),
-        shutdown.clone(),
-        reload_rx,
-        |_: &Arc<Config>, _: &Clouds| Err(AppError::Setup("the demo does not reload".into())),
-    ));
+    let (shutdown, daemon) = start_daemon(&path)?;
 
     let state_file = dir.join("state").join("state.json");
     wait_for("the first cycle", || state_file.exists()).await?;
