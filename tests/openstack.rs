@@ -262,20 +262,7 @@ async fn an_ambiguous_group_name_is_a_config_error_listing_the_matches() {
 #[tokio::test]
 async fn a_running_daemon_reuses_its_token_and_authenticates_again_after_a_401() {
     let w = OsWorld::v3().await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     // Several IP checks and probe rounds: a healthy fleet in sync costs no call at all.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -307,20 +294,7 @@ async fn a_running_daemon_reuses_its_token_and_authenticates_again_after_a_401()
 #[tokio::test]
 async fn a_hung_server_is_stopped_and_started() {
     let w = OsWorld::v3().await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     w.sim.set_responsive("vps1", false);
     eventually(
         Duration::from_secs(40),
@@ -345,20 +319,7 @@ async fn a_hung_server_is_stopped_and_started() {
 #[tokio::test]
 async fn a_stop_that_does_not_complete_is_escalated_with_reboot_hard() {
     let w = OsWorld::v3().await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     w.sim.set_stop_hangs("vps1", true);
     w.sim.set_responsive("vps1", false);
     eventually(Duration::from_secs(30), "os-stop accepted", || {
@@ -580,20 +541,7 @@ async fn a_service_in_several_regions_needs_region_name() {
 #[tokio::test]
 async fn a_409_for_a_task_in_flight_is_asked_again_at_a_later_poll() {
     let w = OsWorld::v3().await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     // Every answer now takes a second: a task started between the list and the action is what
     // Nova sees when the action arrives.
     w.sim.set_delay(Duration::from_secs(1));

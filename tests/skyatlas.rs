@@ -15,20 +15,7 @@ use os::*;
 #[tokio::test]
 async fn a_v2_cloud_syncs_its_security_group_and_remediates_a_hung_server() {
     let w = OsWorld::v2().await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     w.set_ip(NEW_IP);
     eventually(Duration::from_secs(20), "the new rule", || {
         w.owned_prefixes() == [format!("{NEW_IP}/32")]
@@ -135,20 +122,7 @@ async fn credentials_over_plain_http_need_allow_insecure_http_and_then_warn_each
 #[tokio::test]
 async fn v2_tokens_are_renewed_before_they_expire_and_after_a_401() {
     let w = OsWorld::with(v2_builder().token_lifetime(Duration::from_secs(4)), true).await;
-    let cfg = w.config_with(
-        "interval = \"1s\"",
-        "",
-        &format!(
-            "{}{}",
-            OsWorld::firewall_table(),
-            w.probe_table("vps1", &[])
-        ),
-    );
-    let daemon = spawn_daemon(&cfg, &[]);
-    eventually(Duration::from_secs(15), "a healthy probe", || {
-        w.record("vps1")["last_ok_at"].is_u64()
-    })
-    .await;
+    let daemon = w.daemon_probing("vps1").await;
     assert_eq!(w.sim.tokens_issued(), 1);
     // Past the token's life: the next call gets a new token first, with no 401 on the way.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -233,6 +233,23 @@ impl OsWorld {
             .collect()
     }
 
+    /// Starts the daemon (1 s checks) on the group and a probe of `server`, and waits until the
+    /// probe has passed once.
+    pub async fn daemon_probing(&self, server: &str) -> tokio::process::Child {
+        let entries = format!(
+            "{}{}",
+            OsWorld::firewall_table(),
+            self.probe_table(server, &[])
+        );
+        let cfg = self.config_with("interval = \"1s\"", "", &entries);
+        let daemon = super::common::spawn_daemon(&cfg, &[]);
+        super::common::eventually(Duration::from_secs(15), "a healthy probe", || {
+            self.record(server)["last_ok_at"].is_u64()
+        })
+        .await;
+        daemon
+    }
+
     pub fn record(&self, server: &str) -> serde_json::Value {
         let text = std::fs::read_to_string(self.state_dir().join("state.json")).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
