@@ -105,6 +105,9 @@ root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 "$root/usr/bin/dynwall" --version | grep '^dynwall ' >/dev/null || fail "packaged binary runs"
+# `dynwall man|completions|demo` run the companion from /usr/libexec/dynwall/.
+[ -x "$root/usr/libexec/dynwall/dynwall-extra" ] || fail "the companion is in /usr/libexec/dynwall"
+"$root/usr/bin/dynwall" completions bash | grep -q '_dynwall()' || fail "dynwall finds its packaged companion"
 zcat "$root/usr/share/man/man1/dynwall.1.gz" | sed -n 1,3p | grep '^\.TH dynwall 1' >/dev/null || fail "man page is roff"
 
 if [ "$failures" -ne 0 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one release build that the .deb, the .rpm and the container image share: a static binary
-# (glibc, +crt-static) for x86_64-unknown-linux-gnu, then the man page and the shell completions
+# (glibc, +crt-static) for x86_64-unknown-linux-gnu, and its companion dynwall-extra (demo, man
+# page, completions), then the man page and the shell completions
 # generated from it. Prints the binary's path on its last line. A second run is a no-op for cargo.
 #
 # Why static glibc: no musl target can be installed here, and one binary must run in a
@@ -18,11 +19,13 @@ export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-s
 cargo build --release --locked --target "$triple" >&2
 bin="${CARGO_TARGET_DIR:-target}/$triple/release/dynwall"
 # A dynamically linked executable names its loader in a PT_INTERP header; a static one has none.
-if readelf -lW "$bin" | grep INTERP >/dev/null; then
-    echo "$bin is not statically linked: $(readelf -lW "$bin" | grep -A1 INTERP)" >&2
-    exit 1
-fi
-echo "release binary: $bin, $(stat -c %s "$bin") bytes, static" >&2
+for b in "$bin" "$bin-extra"; do
+    if readelf -lW "$b" | grep INTERP >/dev/null; then
+        echo "$b is not statically linked: $(readelf -lW "$b" | grep -A1 INTERP)" >&2
+        exit 1
+    fi
+    echo "release binary: $b, $(stat -c %s "$b") bytes, static" >&2
+done
 
 assets="${CARGO_TARGET_DIR:-target}/assets"
 rm -rf "$assets"

@@ -52,6 +52,7 @@ has() {
     grep -qE "^$1 +[0-9]+ +root +root +[0-9]+ .* $2\$" <<<"$files" || fail "$2 with mode $1"
 }
 has '-rwxr-xr-x' '/usr/bin/dynwall'
+has '-rwxr-xr-x' '/usr/libexec/dynwall/dynwall-extra'
 has '-rw-r--r--' '/etc/dynwall/dynwall\.toml'
 for unit in dynwall.service dynwall-once.service dynwall-once.timer; do
     has '-rw-r--r--' "/usr/lib/systemd/system/${unit//./\\.}"

@@ -28,7 +28,8 @@
 //!   `/metrics` and `/healthz`, judged by [`health`], the rule `healthcheck` applies too) and
 //!   [`notify`] (events to webhooks and ntfy, cycle pings to healthchecks.io).
 //! - [`demo`]: `dynwall demo`, the story told on the simulators of the `dynwall-sim` crate
-//!   (built with the default `demo` feature).
+//!   (built with the default `demo` feature; only the companion `dynwall-extra` links it, see
+//!   [`app::companion`]).
 #![forbid(unsafe_code)]
 
 pub mod app;

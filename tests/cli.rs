@@ -93,3 +93,45 @@ fn the_man_page_points_to_no_missing_page() {
         assert!(text.contains(s), "{s} missing");
     }
 }
+
+/// `man`, `completions` and `demo` run in the companion: found in `../libexec/dynwall/` as the
+/// packages install it; missing, the error names it and where it was looked for.
+#[test]
+fn the_companion_is_found_in_libexec_and_named_when_missing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_dynwall"), bin.join("dynwall")).expect("copy dynwall");
+
+    let missing = Command::new(bin.join("dynwall"))
+        .args(["man"])
+        .output()
+        .expect("dynwall runs");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("dynwall-extra") && err.contains("libexec/dynwall"),
+        "{err}"
+    );
+
+    let libexec = root.path().join("libexec/dynwall");
+    std::fs::create_dir_all(&libexec).expect("libexec");
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_dynwall-extra"),
+        libexec.join("dynwall-extra"),
+    )
+    .expect("copy dynwall-extra");
+    let found = Command::new(bin.join("dynwall"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("dynwall runs");
+    assert!(found.status.success(), "{found:?}");
+    assert!(String::from_utf8_lossy(&found.stdout).contains("_dynwall()"));
+
+    // The daemon's own commands are not the companion's.
+    let own = Command::new(env!("CARGO_BIN_EXE_dynwall-extra"))
+        .args(["status"])
+        .output()
+        .expect("dynwall-extra runs");
+    assert_eq!(own.status.code(), Some(2), "{own:?}");
+}

@@ -30,6 +30,7 @@ pub const ONCE_LIMIT: Duration = Duration::from_secs(14 * 60);
 pub const ONCE_SYNC_LIMIT: Duration = Duration::from_secs(11 * 60);
 
 mod check;
+pub mod companion;
 mod ip;
 mod status;
 
@@ -60,17 +61,10 @@ pub async fn main(cli: Cli) -> Code {
         (Some(Command::Status { json }), ..) => status(&path, *json),
         (Some(Command::Healthcheck), ..) => healthcheck(&path),
         (Some(Command::Reset { instance }), ..) => reset(&path, instance),
-        #[cfg(feature = "demo")]
-        (Some(Command::Demo { cloud }), ..) => crate::demo::run(*cloud).await,
-        #[cfg(not(feature = "demo"))]
-        (Some(Command::Demo { .. }), ..) => {
-            eprintln!("dynwall: this build has no demo (it was built without the `demo` feature)");
-            return Code::Usage;
+        // Not in this binary, which stays resident: see `companion`.
+        (Some(Command::Demo { .. } | Command::Completions { .. } | Command::Man), ..) => {
+            companion::exec(std::env::args_os())
         }
-        (Some(Command::Completions { shell }), ..) => print(&crate::cli::completions(*shell)),
-        (Some(Command::Man), ..) => crate::cli::man_page()
-            .map_err(|e| AppError::Setup(format!("cannot render the man page: {e}")))
-            .and_then(|page| print(&page)),
     };
     match result {
         Ok(code) => code,

@@ -328,6 +328,10 @@ The persisted state (last address, last cycle, each template, each probed instan
 .TP
 \fI/var/lib/dynwall/dynwall.lock\fR
 Held by the daemon for its whole life and by a \fB\-\-once\fR run for its run.
+.TP
+\fI/usr/libexec/dynwall/dynwall\-extra\fR
+The companion program that \fBdemo\fR, \fBman\fR and \fBcompletions\fR run in, so that the
+daemon's resident binary carries none of their code (looked for beside \fBdynwall\fR first).
 .SH ENVIRONMENT
 .TP
 \fBDYNWALL_CONFIG\fR
