@@ -321,6 +321,17 @@ fn invalid_configs_name_the_key_and_the_reason() {
             "indigo.endpoint",
             "plain http",
         ),
+        // Host names are taken in their ASCII form (no IDNA tables in the binary).
+        (
+            "[indigo]\nendpoint = \"https://api.bücher.example\"\n",
+            "indigo.endpoint",
+            "international domain name",
+        ),
+        (
+            "[[resolver.source]]\nkind = \"http\"\nurl = \"https://ip.bücher.example\"\n",
+            "resolver.source[0].url",
+            "international domain name",
+        ),
         ("[[firewall]]\ninstances = []\n", "firewall[0].template", "missing"),
         ("[[firewall]]\ntemplate = 1\n", "firewall[0].instances", "missing"),
         (
@@ -825,4 +836,20 @@ fn invalid_sources_name_the_key_and_the_reason() {
         assert!(err.contains(&want), "want {want:?} in {err:?}");
         assert!(err.contains(reason), "want {reason:?} in {err:?}");
     }
+}
+
+#[test]
+fn an_international_host_name_is_taken_in_its_ascii_form() {
+    let cfg = with_resolver(
+        "[[resolver.source]]\nkind = \"http\"\nurl = \"https://ip.xn--bcher-kva.example/\"\n",
+    )
+    .expect("the xn-- form parses");
+    assert!(
+        cfg.resolver.sources.iter().any(|s| matches!(
+            &s.kind,
+            SourceKind::Http { url } if url.host_str() == Some("ip.xn--bcher-kva.example")
+        )),
+        "{:?}",
+        cfg.resolver.sources
+    );
 }
