@@ -177,6 +177,22 @@ impl World {
     }
 }
 
+/// Drops `path` from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`), so the next start
+/// reads it from disk, as the first start after boot does. The kernel maps an executable's pages
+/// in blocks of the page-cache folios that hold them, and a file just written (a fresh build, a
+/// copy) sits in other folios than one read at `exec`: without this, idle RSS moves by up to
+/// 0.2 MiB with how the binary got into the cache.
+fn evict(path: &Path) {
+    let evicted = std::fs::File::open(path).and_then(|f| {
+        f.sync_all()?;
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).map_err(Into::into)
+    });
+    match evicted {
+        Ok(()) => println!("page cache:                     binary evicted before the start"),
+        Err(e) => println!("page cache:                     binary not evicted ({e})"),
+    }
+}
+
 fn spawn(config: &Path) -> tokio::process::Child {
     tokio::process::Command::new(binary())
         .arg("-c")
@@ -246,10 +262,12 @@ async fn main() {
         );
     }
 
-    // The daemon from a fresh state, a template holding an old address, the real quota.
+    // The daemon from a fresh state, a template holding an old address, the real quota; its
+    // binary read from disk as at a first start after boot (see `evict`).
     let w = World::new().await;
     let cfg = w.config("1s", "15m", false);
     w.set_ip(IPS[0]);
+    evict(&binary());
     let mut child = spawn(&cfg);
     let pid = child.id().expect("pid");
     let startup = w.until_verified(IPS[0]).await;
