@@ -326,14 +326,33 @@ async fn a_stop_that_does_not_complete_is_escalated_with_reboot_hard() {
         w.actions("vps1") == ["os-stop"]
     })
     .await;
-    // While the stop runs (task powering-off) nothing more is sent: Nova would refuse it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(w.actions("vps1"), ["os-stop"]);
-    assert!(w
+    // Past stop_timeout the escalation is sent while the stop still runs (task powering-off):
+    // Nova refuses it until the task ends, and it is asked again at each poll.
+    let refused = |w: &OsWorld| {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.op == Op::ServerAction && r.status == Some(409))
+            .count()
+    };
+    eventually(Duration::from_secs(30), "two refused escalations", || {
+        refused(&w) >= 2
+    })
+    .await;
+    assert_eq!(w.actions("vps1"), ["os-stop"], "a refusal changes nothing");
+    // Never in a tight loop: every attempt follows a fresh read of the servers.
+    let ops: Vec<Op> = w
         .sim
         .requests()
         .iter()
-        .all(|r| r.op != Op::ServerAction || r.status == Some(202)));
+        .map(|r| r.op)
+        .filter(|op| matches!(op, Op::ServerAction | Op::ListServers))
+        .collect();
+    assert!(
+        ops.windows(2)
+            .all(|p| p != [Op::ServerAction, Op::ServerAction]),
+        "{ops:?}"
+    );
     // The hypervisor drops the stop: the server is ACTIVE with no task, past stop_timeout.
     w.sim.set_task_state("vps1", None);
     eventually(Duration::from_secs(30), "reboot HARD, healthy", || {
@@ -344,6 +363,7 @@ async fn a_stop_that_does_not_complete_is_escalated_with_reboot_hard() {
     .await;
     let log = stop_daemon(daemon).await;
     assert!(log.contains("rebooting it hard"), "{log}");
+    assert!(log.contains("refused while a task is in flight"), "{log}");
 }
 
 #[tokio::test]

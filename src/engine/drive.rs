@@ -197,7 +197,13 @@ impl Engine {
                                 "instance {id}: {action} accepted");
                         }
                         Err(e) => {
-                            if e.is_transient() {
+                            if e.is_busy() {
+                                // Expected while a task runs (a force step cutting a stop
+                                // short): asked again at the next poll, after a fresh read.
+                                tracing::info!(instance = %id, %action, error = %e,
+                                    "instance {id}: {action} refused while a task is in flight: \
+                                     {e}; asking again at the next poll");
+                            } else if e.is_transient() {
                                 tracing::warn!(instance = %id, %action, error = %e,
                                     "instance {id}: {action} failed: {e}; retrying at the next poll");
                             } else {

@@ -56,7 +56,9 @@ pub fn nothing_accepted(rem: &Remediation, ladder: &Ladder) -> bool {
 ///
 /// - Stopping: `Stopped` → start; request not yet accepted → send the stop (unless a task is in
 ///   flight); `stop_timeout` past the accepted stop → the force step; else wait.
-/// - ForceStopping: `Stopped` → start; not yet accepted → send the force step; a force step that
+/// - ForceStopping: `Stopped` → start; not yet accepted → send the force step, also while a task
+///   is in flight (it exists to cut a hanging stop short; a provider that refuses it then
+///   answers busy, and it is sent again at the next poll); a force step that
 ///   leaves the machine running (hard reboot) is done when it runs again; a forced stop still
 ///   `Running` `stop_timeout` after it was accepted → [`Next::Failed`]; else wait (a
 ///   transitional state may yet end in `Stopped`, which must then be started).
@@ -84,8 +86,8 @@ pub fn advance(
         },
         Step::ForceStopping { .. } => match power {
             PowerState::Stopped => Next::Advance(Step::Starting { since: now }),
-            _ if busy => Next::Wait,
             _ if !rem.issued => Next::Issue(ladder.force),
+            _ if busy => Next::Wait,
             PowerState::Running if ladder.force_leaves_running => Next::Done,
             PowerState::Running if elapsed >= secs(cfg.stop_timeout) => Next::Failed(format!(
                 "still Running {} after {}",
@@ -268,7 +270,10 @@ mod tests {
                 1_000,
                 Issue(PowerAction::ForceStop),
             ),
-            (forcing, false, busy(), 1_000, Wait),
+            // The force step cuts a task in flight short (Nova refuses it until the task ends:
+            // asked again each poll); once accepted, a busy machine is waited for.
+            (forcing, false, busy(), 1_000, Issue(PowerAction::ForceStop)),
+            (forcing, true, busy(), 1_100, Wait),
             (forcing, true, Running, 1_299, Wait),
             (
                 forcing,

@@ -72,6 +72,11 @@ impl ProviderError {
         }
     }
 
+    /// True when the provider refused because the object is busy with a task in flight.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ProviderError::Busy { .. })
+    }
+
     /// True when the provider refused our credentials.
     pub fn is_auth(&self) -> bool {
         matches!(self, ProviderError::Auth { .. })
