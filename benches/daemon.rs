@@ -165,6 +165,18 @@ impl World {
     }
 
     /// Waits (up to 150 s) until `ip` is written and verified; the time it took.
+    /// Waits (at most 10 s) until the state file records `ip`.
+    async fn until_recorded(&self, ip: &str) {
+        let file = self.state_dir().join("state.json");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if std::fs::read_to_string(&file).is_ok_and(|s| s.contains(ip)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn until_verified(&self, ip: &str) -> Option<Duration> {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(150) {
@@ -252,6 +264,23 @@ impl FileWatch {
     }
 }
 
+/// Waits (at most 15 s) until `file` was not replaced for 3 s.
+async fn settle(file: &Path) {
+    let mut watch = FileWatch::new(file.to_path_buf());
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    while start.elapsed() < Duration::from_secs(15)
+        && quiet_since.elapsed() < Duration::from_secs(3)
+    {
+        let before = watch.replaced;
+        watch.poll();
+        if watch.replaced != before {
+            quiet_since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     println!("binary: {}", binary().display());
@@ -288,7 +317,11 @@ async fn main() {
         w.a.hits() - hits
     );
 
-    // Idle for a minute: memory, CPU, calls and state writes at steady state.
+    // Idle for a minute: memory, CPU, calls and state writes at steady state. The state writes
+    // that record the change and the first unchanged cycle after it belong to the change, not
+    // to the idle minute.
+    w.until_recorded(IPS[1]).await;
+    settle(&w.state_dir().join("state.json")).await;
     let calls_before = w.calls();
     let hits_start = w.a.hits();
     let cpu_start = cpu_ns(pid).unwrap_or(0);
