@@ -59,4 +59,5 @@ pub mod systemd;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testlog;
+pub mod tls;
 pub mod watch;

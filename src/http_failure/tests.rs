@@ -126,17 +126,19 @@ fn tls_server(identity: Identity) -> u16 {
     port
 }
 
-/// A client that trusts `root` only (or the public roots when `None`) and reaches
-/// `api.example.net` at 127.0.0.1:`port` without asking any DNS server.
+/// A client that trusts `root` only (or, when `None`, the public roots through the TLS
+/// configuration every client of dynwall shares) and reaches `api.example.net` at
+/// 127.0.0.1:`port` without asking any DNS server.
 fn tls_client(root: Option<CertificateDer<'static>>, port: u16) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
+    let b = reqwest::Client::builder()
         .no_proxy()
         .resolve("api.example.net", SocketAddr::from(([127, 0, 0, 1], port)));
-    if let Some(root) = root {
-        b = b
+    let b = match root {
+        Some(root) => b
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_der(&root).unwrap());
-    }
+            .add_root_certificate(reqwest::Certificate::from_der(&root).unwrap()),
+        None => crate::tls::with_shared_config(b),
+    };
     b.build().unwrap()
 }
 

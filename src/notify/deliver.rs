@@ -42,7 +42,7 @@ impl HttpTransport {
     /// No redirects (a POST redirected becomes a GET and loses its body: the final URL must be
     /// configured), no proxy (like the IP sources), and every request bounded by `timeout`.
     pub fn new(timeout: Duration, token: Option<Secret>) -> reqwest::Result<HttpTransport> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::with_shared_config(reqwest::Client::builder())
             .user_agent(concat!("dynwall/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout)

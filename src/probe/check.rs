@@ -99,7 +99,7 @@ pub async fn http(
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
     // A proxy would measure the proxy, not the path from here to the instance.
-    let client = reqwest::Client::builder()
+    let client = crate::tls::with_shared_config(reqwest::Client::builder())
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(timeout)

@@ -278,7 +278,7 @@ impl HttpClient {
         rate: Box<dyn RateLimit>,
         cancel: CancellationToken,
     ) -> Result<HttpClient, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::with_shared_config(reqwest::Client::builder())
             .user_agent(concat!("dynwall/", env!("CARGO_PKG_VERSION")))
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))

@@ -38,7 +38,7 @@ pub fn build_client(timeout: Duration, family: Family) -> reqwest::Result<Source
         Family::Ipv4 => Ipv4Addr::UNSPECIFIED.into(),
         Family::Ipv6 => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let http = Client::builder()
+    let http = crate::tls::with_shared_config(Client::builder())
         .user_agent(concat!("dynwall/", env!("CARGO_PKG_VERSION")))
         .local_address(Some(local))
         .no_proxy()
