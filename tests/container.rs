@@ -84,12 +84,13 @@ fn the_image_compose_file_and_container_config_agree() {
     ] {
         assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
     }
-    // Both build paths take the static flag for the target only (build scripts stay dynamic),
-    // like packaging/build-release.sh, which CI uses.
+    // Both build paths take the same flags for the target only (build scripts stay dynamic):
+    // static, with packed relative relocations, like packaging/build-release.sh, which CI uses.
     let release = read("packaging/build-release.sh");
     for text in [&dockerfile, &release] {
         assert!(text.contains(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static\""
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static \
+             -C link-arg=-Wl,-z,pack-relative-relocs\""
         ));
     }
     // The default target is the last stage: users with a registry build from source.
