@@ -46,6 +46,22 @@ pub fn config_path(cli: &Cli, env: &dyn Env) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
+/// Runs `command` on the one runtime every entry point uses and returns its exit code. One
+/// thread is plenty for a daemon that waits on timers and a few sockets, and keeps the resident
+/// set small.
+pub fn block_on(command: impl std::future::Future<Output = Code>) -> std::process::ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command).into(),
+        Err(e) => {
+            eprintln!("dynwall: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the command `cli` names and returns the exit code.
 pub async fn main(cli: Cli) -> Code {
     let path = config_path(&cli, &ProcessEnv);
