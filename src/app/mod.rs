@@ -82,6 +82,11 @@ pub async fn main(cli: Cli) -> Code {
             companion::exec(std::env::args_os())
         }
     };
+    exit_code(result)
+}
+
+/// The exit code of a command's outcome; a failure is logged once, here.
+fn exit_code(result: Result<Code, AppError>) -> Code {
     match result {
         Ok(code) => code,
         Err(e) => {
