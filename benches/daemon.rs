@@ -45,6 +45,57 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Resident KiB of `pid` by mapping, from `/proc/PID/smaps`.
+#[derive(Default)]
+struct SmapsParts {
+    heap: u64,
+    stack: u64,
+    /// The executable's pages written at start-up (relocated read-only data, `.data`).
+    relro: u64,
+    code: u64,
+    code_size: u64,
+    /// The executable's other data pages (`.rodata`, relocation and unwind tables).
+    rodata: u64,
+}
+
+fn smaps_parts(pid: u32, exe: &Path) -> SmapsParts {
+    let mut parts = SmapsParts::default();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let exe = exe.to_string_lossy();
+    let (mut perms, mut name, mut size) = (String::new(), String::new(), 0);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            perms = fields.get(1).unwrap_or(&"").to_string();
+            name = fields.get(5).unwrap_or(&"").to_string();
+        } else if fields.first() == Some(&"Size:") {
+            size = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if fields.first() == Some(&"Rss:") {
+            let rss: u64 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            match (name.as_str(), perms.as_str()) {
+                ("[heap]", _) => parts.heap += rss,
+                ("[stack]", _) => parts.stack += rss,
+                (n, p) if n == exe && p.contains('x') => {
+                    parts.code += rss;
+                    parts.code_size += size;
+                }
+                (n, _) if n == exe => parts.rodata += rss,
+                _ => {}
+            }
+        } else if fields.first() == Some(&"Anonymous:") && name == exe && !perms.contains('x') {
+            // Pages written at start-up (relocations, `.data`): copies, no longer the file's.
+            let anon: u64 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            parts.rodata -= anon.min(parts.rodata);
+            parts.relro += anon;
+        }
+    }
+    parts
+}
+
 /// CPU time all threads of `pid` have spent on a CPU, in nanoseconds (`schedstat`: exact,
 /// rather than sampled in 10 ms ticks like `/proc/PID/stat`).
 fn cpu_ns(pid: u32) -> Option<u64> {
@@ -337,6 +388,7 @@ async fn main() {
     let anon = proc_status_kib(pid, "RssAnon:").unwrap_or(0);
     let file = proc_status_kib(pid, "RssFile:").unwrap_or(0);
     let threads = proc_status_kib(pid, "Threads:").unwrap_or(0);
+    let parts = smaps_parts(pid, &binary());
     let cycles = w.a.hits() - hits_start;
     let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
     println!(
@@ -348,6 +400,15 @@ async fn main() {
         "  of which heap and stacks:     {:.2} MiB; binary pages: {:.2} MiB; {threads} threads",
         anon as f64 / 1024.0,
         file as f64 / 1024.0
+    );
+    println!(
+        "  by mapping:                   heap {:.2}, main stack {:.2}, relocated data {:.2}, code {:.2} of {:.2}, read-only data {:.2} MiB",
+        parts.heap as f64 / 1024.0,
+        parts.stack as f64 / 1024.0,
+        parts.relro as f64 / 1024.0,
+        parts.code as f64 / 1024.0,
+        parts.code_size as f64 / 1024.0,
+        parts.rodata as f64 / 1024.0,
     );
     println!(
         "CPU per unchanged cycle:        {:.3} ms ({} cycles at a 1 s interval)",
