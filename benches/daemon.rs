@@ -7,9 +7,10 @@
 //!   start-up write still holds the quota) and in steady state, and how many IP checks and probe
 //!   rounds happened meanwhile,
 //! - `--once` wall time with and without a change,
-//! - state-file replacements per hour.
+//! - state-file replacements per hour,
+//! - idle RSS once more on an OpenStack cloud (Keystone, Neutron, Nova, a probe).
 //!
-//! Run with `cargo bench --bench daemon` (about four minutes). `DYNWALL_BENCH_BIN=path` measures
+//! Run with `cargo bench --bench daemon` (about seven minutes). `DYNWALL_BENCH_BIN=path` measures
 //! another build of the binary (e.g. one built with `--no-default-features`);
 //! `DYNWALL_BENCH_ONLY=memory` stops after the idle minute (memory and CPU per cycle only).
 //! Nothing here depends on the state file's format, so two releases are measured the same way.
@@ -23,6 +24,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dynwall_sim::{Endpoint, IndigoSim, IpEcho, PowerState, SimRule};
+
+#[path = "daemon/openstack.rs"]
+mod openstack;
 
 const TEMPLATE: u64 = 12836;
 const WEB: u64 = 1;
@@ -94,6 +98,37 @@ fn smaps_parts(pid: u32, exe: &Path) -> SmapsParts {
         }
     }
     parts
+}
+
+/// Prints the idle memory of `pid`: RSS, its split, and the split by mapping.
+fn print_memory(pid: u32, label: &str) {
+    let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
+    let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let anon = proc_status_kib(pid, "RssAnon:").unwrap_or(0);
+    let file = proc_status_kib(pid, "RssFile:").unwrap_or(0);
+    let threads = proc_status_kib(pid, "Threads:").unwrap_or(0);
+    let parts = smaps_parts(pid, &binary());
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "{:<31} {:.2} MiB (peak {:.2} MiB)",
+        format!("idle RSS after 60 s{label}:"),
+        mib(rss),
+        mib(hwm)
+    );
+    println!(
+        "  of which heap and stacks:     {:.2} MiB; binary pages: {:.2} MiB; {threads} threads",
+        mib(anon),
+        mib(file)
+    );
+    println!(
+        "  by mapping:                   heap {:.2}, main stack {:.2}, relocated data {:.2}, code {:.2} of {:.2}, read-only data {:.2} MiB",
+        mib(parts.heap),
+        mib(parts.stack),
+        mib(parts.relro),
+        mib(parts.code),
+        mib(parts.code_size),
+        mib(parts.rodata),
+    );
 }
 
 /// CPU time all threads of `pid` have spent on a CPU, in nanoseconds (`schedstat`: exact,
@@ -215,7 +250,6 @@ impl World {
             .any(|c| c.endpoint == Endpoint::GetTemplate && c.status == 200)
     }
 
-    /// Waits (up to 150 s) until `ip` is written and verified; the time it took.
     /// Waits (at most 10 s) until the state file records `ip`.
     async fn until_recorded(&self, ip: &str) {
         let file = self.state_dir().join("state.json");
@@ -228,6 +262,7 @@ impl World {
         }
     }
 
+    /// Waits (up to 150 s) until `ip` is written and verified; the time it took.
     async fn until_verified(&self, ip: &str) -> Option<Duration> {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(150) {
@@ -383,33 +418,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = idle.elapsed().as_secs_f64();
-    let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-    let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
-    let anon = proc_status_kib(pid, "RssAnon:").unwrap_or(0);
-    let file = proc_status_kib(pid, "RssFile:").unwrap_or(0);
-    let threads = proc_status_kib(pid, "Threads:").unwrap_or(0);
-    let parts = smaps_parts(pid, &binary());
+    print_memory(pid, "");
     let cycles = w.a.hits() - hits_start;
     let cpu = cpu_ns(pid).unwrap_or(0) - cpu_start;
-    println!(
-        "idle RSS after 60 s:            {:.2} MiB (peak {:.2} MiB)",
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
-    println!(
-        "  of which heap and stacks:     {:.2} MiB; binary pages: {:.2} MiB; {threads} threads",
-        anon as f64 / 1024.0,
-        file as f64 / 1024.0
-    );
-    println!(
-        "  by mapping:                   heap {:.2}, main stack {:.2}, relocated data {:.2}, code {:.2} of {:.2}, read-only data {:.2} MiB",
-        parts.heap as f64 / 1024.0,
-        parts.stack as f64 / 1024.0,
-        parts.relro as f64 / 1024.0,
-        parts.code as f64 / 1024.0,
-        parts.code_size as f64 / 1024.0,
-        parts.rodata as f64 / 1024.0,
-    );
     println!(
         "CPU per unchanged cycle:        {:.3} ms ({} cycles at a 1 s interval)",
         cpu as f64 / 1e6 / cycles.max(1) as f64,
@@ -435,6 +446,28 @@ async fn main() {
         w.calls() - before,
         ms(steady)
     );
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+
+    // The same idle minute on an OpenStack cloud, with a probe: Keystone, Neutron and Nova.
+    let w = openstack::OsWorld::new(OLD_IP).await;
+    let cfg = w.config();
+    w.set_ip(IPS[0]);
+    evict(&binary());
+    let mut child = spawn(&cfg);
+    let pid = child.id().expect("pid");
+    if w.until_recorded(IPS[0]).await {
+        settle(&w.state_file()).await;
+        let calls = w.calls();
+        tokio::time::sleep(Duration::from_secs(62)).await;
+        print_memory(pid, " (OpenStack)");
+        println!(
+            "  steady state:                 {} calls in 62 s, a probe a second",
+            w.calls() - calls
+        );
+    } else {
+        println!("OpenStack: the new address was not written within 60 s");
+    }
     let _ = child.kill().await;
     let _ = child.wait().await;
     if std::env::var("DYNWALL_BENCH_ONLY").is_ok_and(|v| v == "memory") {
