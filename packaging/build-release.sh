@@ -17,10 +17,21 @@ triple=x86_64-unknown-linux-gnu
 # pack-relative-relocs: the position-independent executable's relative relocations as DT_RELR
 # (3 KiB instead of a 244 KiB table that start-up reads page by page and that then stays
 # resident); glibc's static start-up applies them (glibc >= 2.36), the linker is rust-lld.
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
+# symbol-ordering-file: the functions the daemon runs laid out first, together, so that the
+# rest of the code is never mapped (packaging/profile-layout.sh tells why and regenerates it);
+# a name it lists that no longer exists is skipped without a warning.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--symbol-ordering-file=packaging/link-order.txt -C link-arg=-Wl,--no-warn-symbol-ordering"
 
+out="${CARGO_TARGET_DIR:-target}/$triple/release"
+# cargo does not track a file that only a link argument names: when the function order changed
+# since the last build, the linked programs are removed so that cargo links them again.
+if ! cmp -s packaging/link-order.txt "$out/link-order.txt"; then
+    find "$out/deps" -maxdepth 1 -type f \( -name 'dynwall-*' -o -name 'dynwall_extra-*' \) \
+        ! -name '*.d' -delete 2>/dev/null || true
+fi
 cargo build --release --locked --target "$triple" >&2
-bin="${CARGO_TARGET_DIR:-target}/$triple/release/dynwall"
+cp packaging/link-order.txt "$out/link-order.txt"
+bin="$out/dynwall"
 # A dynamically linked executable names its loader in a PT_INTERP header; a static one has none.
 for b in "$bin" "$bin-extra"; do
     if readelf -lW "$b" | grep INTERP >/dev/null; then

@@ -85,14 +85,19 @@ fn the_image_compose_file_and_container_config_agree() {
         assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
     }
     // Both build paths take the same flags for the target only (build scripts stay dynamic):
-    // static, with packed relative relocations, like packaging/build-release.sh, which CI uses.
+    // static, with packed relative relocations and the profiled function order, like
+    // packaging/build-release.sh, which CI uses; the image's build context carries the order.
     let release = read("packaging/build-release.sh");
     for text in [&dockerfile, &release] {
         assert!(text.contains(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static \
-             -C link-arg=-Wl,-z,pack-relative-relocs\""
+             -C link-arg=-Wl,-z,pack-relative-relocs \
+             -C link-arg=-Wl,--symbol-ordering-file=packaging/link-order.txt \
+             -C link-arg=-Wl,--no-warn-symbol-ordering\""
         ));
     }
+    assert!(dockerfile.contains("COPY packaging/link-order.txt ./packaging/"));
+    assert!(read(".dockerignore").contains("\n!packaging/link-order.txt\n"));
     // The default target is the last stage: users with a registry build from source.
     let last_from = dockerfile
         .lines()
