@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use dynwall_sim::{Endpoint, IndigoSim, IpEcho, PowerState, SimRule};
 
-#[path = "daemon/openstack.rs"]
-mod openstack;
+// The integration tests' OpenStack world (simulator, sources, config), reused as it is.
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/openstack.rs"]
+mod os;
 
 const TEMPLATE: u64 = 12836;
 const WEB: u64 = 1;
@@ -450,24 +453,31 @@ async fn main() {
     let _ = child.wait().await;
 
     // The same idle minute on an OpenStack cloud, with a probe: Keystone, Neutron and Nova.
-    let w = openstack::OsWorld::new(OLD_IP).await;
-    let cfg = w.config();
+    let w = os::OsWorld::v3().await;
+    let entries = format!(
+        "{}{}",
+        os::OsWorld::firewall_table(),
+        w.probe_table("vps1", &[("timeout", "\"500ms\"")])
+    );
+    let cfg = w.config_with("interval = \"1s\"\nreconcile = \"15m\"", "", &entries);
+    let state_file = w.state_dir().join("state.json");
     w.set_ip(IPS[0]);
     evict(&binary());
     let mut child = spawn(&cfg);
     let pid = child.id().expect("pid");
-    if w.until_recorded(IPS[0]).await {
-        settle(&w.state_file()).await;
-        let calls = w.calls();
-        tokio::time::sleep(Duration::from_secs(62)).await;
-        print_memory(pid, " (OpenStack)");
-        println!(
-            "  steady state:                 {} calls in 62 s, a probe a second",
-            w.calls() - calls
-        );
-    } else {
-        println!("OpenStack: the new address was not written within 60 s");
-    }
+    common::eventually(Duration::from_secs(60), "the new address recorded", || {
+        w.owned_prefixes() == [format!("{}/32", IPS[0])]
+            && std::fs::read_to_string(&state_file).is_ok_and(|s| s.contains(IPS[0]))
+    })
+    .await;
+    settle(&state_file).await;
+    let calls = w.sim.requests().len();
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    print_memory(pid, " (OpenStack)");
+    println!(
+        "  steady state:                 {} calls in 62 s, a probe a second",
+        w.sim.requests().len() - calls
+    );
     let _ = child.kill().await;
     let _ = child.wait().await;
     if std::env::var("DYNWALL_BENCH_ONLY").is_ok_and(|v| v == "memory") {
